@@ -1,0 +1,321 @@
+//! The rig configuration: one TOML file, every key optional, unknown keys refused with their line.
+//!
+//! `daemon/default.toml` is the embedded default (`reflex run --print-default-config`). A user's file is read
+//! on its own: a section left out takes the embedded default's values.
+
+use std::path::Path;
+
+use reflex_plugins::predict::KalmanConfig;
+use reflex_plugins::trigger::ZoneTriggerConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::camera::synthetic::SyntheticConfig;
+use crate::inference::ModelConfig;
+
+/// The embedded default configuration, as shipped (with comments).
+pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+
+/// A whole rig.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where frames come from.
+    #[serde(default)]
+    pub source: SourceConfig,
+    /// The pose network.
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// Forward prediction.
+    #[serde(default)]
+    pub predictor: PredictorConfig,
+    /// Zone triggers, `[[trigger]]` tables.
+    #[serde(default, rename = "trigger")]
+    pub triggers: Vec<toml::Spanned<ZoneTriggerConfig>>,
+    /// The output device.
+    #[serde(default)]
+    pub output: OutputConfig,
+    /// Session files.
+    #[serde(default)]
+    pub session: SessionConfig,
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// `synthetic`; `--source` on the command line overrides it.
+    pub kind: String,
+    /// Settings of the synthetic camera.
+    pub synthetic: SyntheticConfig,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            kind: "synthetic".into(),
+            synthetic: SyntheticConfig::default(),
+        }
+    }
+}
+
+/// Which forward predictor runs on the actuation thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PredictorKind {
+    /// DeepLabCut-Live's constant-acceleration Kalman filter.
+    #[default]
+    Kalman,
+    /// No prediction: triggers see the last measurement.
+    None,
+}
+
+/// `[predictor]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictorConfig {
+    /// Which predictor.
+    pub kind: PredictorKind,
+    /// Its parameters (DeepLabCut-Live's names and defaults); `forward` and `adapt` also set the horizon.
+    pub kalman: KalmanConfig,
+}
+
+/// Which output device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// The in-process simulated device.
+    #[default]
+    Simulated,
+}
+
+/// `[output]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Which device.
+    pub kind: OutputKind,
+    /// Heartbeat period (ms) that keeps the device's watchdog fed; must be below its watchdog time.
+    pub heartbeat_ms: u32,
+    /// Settings of the simulated device.
+    pub simulated: SimulatedOutputConfig,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            kind: OutputKind::Simulated,
+            heartbeat_ms: 10,
+            simulated: SimulatedOutputConfig::default(),
+        }
+    }
+}
+
+/// `[output.simulated]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatedOutputConfig {
+    /// Output channels.
+    pub channels: u8,
+    /// Device time (µs) from receiving a command to the pin change.
+    pub actuation_delay_us: u32,
+    /// Outputs go off after this long (ms) without a valid frame; 0 disables the watchdog.
+    pub watchdog_ms: u32,
+}
+
+impl Default for SimulatedOutputConfig {
+    fn default() -> Self {
+        Self {
+            channels: 4,
+            actuation_delay_us: 20,
+            watchdog_ms: 50,
+        }
+    }
+}
+
+/// `[session]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Parent folder of the per-run session folders.
+    pub dir: String,
+    /// Terminal status line refresh (ms); 0 turns it off.
+    pub status_interval_ms: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            dir: "sessions".into(),
+            status_interval_ms: 500,
+        }
+    }
+}
+
+/// A config error that names the file, and the line when there is one.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The config file (or `embedded default`).
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Config {
+    /// The embedded default.
+    pub fn embedded() -> Self {
+        Self::parse(DEFAULT_TOML, "embedded default")
+            .expect("the embedded default config is valid (tested)")
+    }
+
+    /// Parse a config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_string(),
+            line: e.span().map(|s| line_of(text, s.start)),
+            message: e.message().trim().to_string(),
+        })?;
+        config.validate(text, file)?;
+        Ok(config)
+    }
+
+    /// Read and parse a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        let err = |line: Option<usize>, message: String| ConfigError {
+            file: file.to_string(),
+            line,
+            message,
+        };
+        if self.output.heartbeat_ms == 0 {
+            return Err(err(None, "output.heartbeat_ms must be > 0".into()));
+        }
+        let wd = self.output.simulated.watchdog_ms;
+        if wd != 0 && self.output.heartbeat_ms >= wd {
+            return Err(err(
+                None,
+                format!(
+                    "output.heartbeat_ms ({}) must be below output.simulated.watchdog_ms ({wd})",
+                    self.output.heartbeat_ms
+                ),
+            ));
+        }
+        if self.model.threads == 0 || self.model.threads > 256 {
+            return Err(err(
+                None,
+                format!(
+                    "model.threads must be between 1 and 256, got {}",
+                    self.model.threads
+                ),
+            ));
+        }
+        self.predictor
+            .kalman
+            .validate()
+            .map_err(|e| err(None, format!("predictor.kalman: {e}")))?;
+        let mut names = std::collections::HashSet::new();
+        for t in &self.triggers {
+            let line = Some(line_of(text, t.span().start));
+            let cfg = t.get_ref();
+            if !names.insert(cfg.name.as_str()) {
+                return Err(err(
+                    line,
+                    format!("trigger `{}` is defined twice", cfg.name),
+                ));
+            }
+            if cfg.channel >= self.output.simulated.channels {
+                return Err(err(
+                    line,
+                    format!(
+                        "trigger `{}`: channel {} does not exist (the output has channels 0..{})",
+                        cfg.name,
+                        cfg.channel,
+                        self.output.simulated.channels.saturating_sub(1)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective config as TOML (what a session records in its `config.toml`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# could not serialise the config: {e}\n"))
+    }
+}
+
+/// 1-based line number of byte offset `at` in `text`.
+pub fn line_of(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses_and_sections_match_rust_defaults() {
+        let c = Config::embedded();
+        assert_eq!(c.source, SourceConfig::default());
+        assert_eq!(c.model, ModelConfig::default());
+        assert_eq!(c.predictor, PredictorConfig::default());
+        assert_eq!(c.output, OutputConfig::default());
+        assert_eq!(c.session, SessionConfig::default());
+        assert_eq!(c.triggers.len(), 1);
+        assert_eq!(c.triggers[0].get_ref().keypoint, "nose");
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_line() {
+        let text = "[source]\nkind = \"synthetic\"\n\n[source.synthetic]\nfsp = 30\n";
+        let e = Config::parse(text, "rig.toml").unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("rig.toml line 5:") && msg.contains("fsp"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_value_names_the_line() {
+        let e = Config::parse("[model]\nthreads = \"two\"\n", "rig.toml").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = Config::parse("[model]\nbackend = \"cuda\"\n", "rig.toml").unwrap_err();
+        assert!(e.to_string().contains("cuda"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_trigger_and_line() {
+        let text = "[[trigger]]\nname = \"a\"\nkeypoint = \"nose\"\nzone = { shape = \"circle\", cx = 1.0, cy = 1.0, r = 2.0 }\nchannel = 9\n";
+        let e = Config::parse(text, "rig.toml").unwrap_err();
+        assert!(e.to_string().contains("trigger `a`: channel 9"), "{e}");
+        assert_eq!(e.line, Some(1));
+        let e = Config::parse("[output]\nheartbeat_ms = 80\n", "rig.toml").unwrap_err();
+        assert!(e.to_string().contains("heartbeat_ms"), "{e}");
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::embedded();
+        let again = Config::parse(&c.to_toml(), "effective").unwrap();
+        assert_eq!(again.source, c.source);
+        assert_eq!(again.predictor, c.predictor);
+        assert_eq!(again.triggers.len(), 1);
+    }
+}

@@ -1,0 +1,189 @@
+//! `reflex`: the closed-loop experiment controller's command line.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use anyhow::{Context, anyhow};
+use clap::{Parser, Subcommand};
+use reflex_daemon::clock::MonotonicClock;
+use reflex_daemon::config::{Config, DEFAULT_TOML};
+use reflex_daemon::inference::BackendChoice;
+use reflex_daemon::pipeline::{self, RunOptions};
+use reflex_daemon::report;
+
+/// reflex: camera → pose → forward prediction → trigger → stimulation, with every stage's latency recorded.
+#[derive(Parser)]
+#[command(name = "reflex", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the loop. With no config: the embedded default (synthetic camera, bundled model, simulated
+    /// device) for 10 s.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Rig configuration (TOML). Default: the embedded default (see --print-default-config).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Frame source, overriding the config: `synthetic`.
+    #[arg(long)]
+    source: Option<String>,
+    /// Stop after this long: `10s`, `500ms`, `2m`, or seconds. Default 10s unless --frames is given.
+    #[arg(long, value_parser = parse_duration_ns)]
+    duration: Option<u64>,
+    /// Stop after the camera delivered this many frames.
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Session folder (default: <session.dir>/<UTC timestamp>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Inference runtime, overriding the config: auto, onnxruntime or tract.
+    #[arg(long, value_parser = parse_backend)]
+    backend: Option<BackendChoice>,
+    /// Print the embedded default configuration and exit.
+    #[arg(long)]
+    print_default_config: bool,
+    /// No live status line.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn parse_duration_ns(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e6)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1e9)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60e9)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600e9)
+    } else {
+        (s, 1e9)
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok((v * scale) as u64),
+        _ => Err(format!("`{s}` is not a duration (try 10s, 500ms, 2m)")),
+    }
+}
+
+fn parse_backend(s: &str) -> Result<BackendChoice, String> {
+    match s {
+        "auto" => Ok(BackendChoice::Auto),
+        "onnxruntime" | "ort" => Ok(BackendChoice::Onnxruntime),
+        "tract" => Ok(BackendChoice::Tract),
+        _ => Err(format!("unknown backend `{s}` (auto, onnxruntime, tract)")),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,ort=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.print_default_config {
+        print!("{DEFAULT_TOML}");
+        return Ok(());
+    }
+    let (mut config, config_text, config_file) = match &args.config {
+        Some(path) => {
+            let config = Config::load(path)?;
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            (config, text, path.display().to_string())
+        }
+        None => (
+            Config::embedded(),
+            DEFAULT_TOML.to_string(),
+            "embedded default".to_string(),
+        ),
+    };
+    if let Some(source) = args.source {
+        config.source.kind = source;
+    }
+    if let Some(backend) = args.backend {
+        config.model.backend = backend;
+    }
+    let duration_ns = args.duration.or(if args.frames.is_none() {
+        Some(10_000_000_000)
+    } else {
+        None
+    });
+
+    let interrupt = Arc::new(AtomicBool::new(false));
+    {
+        let interrupt = Arc::clone(&interrupt);
+        let presses = AtomicUsize::new(0);
+        ctrlc::set_handler(move || {
+            if presses.fetch_add(1, Ordering::SeqCst) == 0 {
+                interrupt.store(true, Ordering::SeqCst);
+                eprintln!("\nstopping: draining the loop, outputs off, closing files (Ctrl-C again to exit at once)");
+            } else {
+                // The writer flushes whole lines every few ms and summary.json every second, so what is on disk
+                // is valid; the device's watchdog turns real hardware off within its watchdog time.
+                eprintln!("\nexiting now");
+                std::process::exit(130);
+            }
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+
+    let live = !args.quiet && std::io::stderr().is_terminal();
+    let status: Option<pipeline::StatusFn> = if live {
+        Some(Box::new(|s: &pipeline::Status| {
+            eprint!("\r\x1b[2K{}", report::status_line(s))
+        }))
+    } else {
+        None
+    };
+    let report = pipeline::run(RunOptions {
+        config,
+        config_text,
+        config_file,
+        out: args.out,
+        duration_ns,
+        max_frames: args.frames,
+        clock: Arc::new(MonotonicClock::new()),
+        interrupt,
+        notice: Box::new(|line| eprintln!("{line}")),
+        status,
+    });
+    if live {
+        eprintln!();
+    }
+    let report = report?;
+    print!("{}", report::latency_table(&report.summary));
+    println!("session: {}", report.dir.display());
+    if report.summary.records_lost > 0 {
+        return Err(anyhow!(
+            "{} records were lost; the session files are incomplete",
+            report.summary.records_lost
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,942 @@
+//! The real-time loop, top to bottom: capture → infer → predict → trigger → output.
+//!
+//! ```text
+//!  capture thread      inference thread         actuation thread                         writer thread
+//!  FrameSource ─slot─▶ PoseModel ─rtrb(4)─▶ Predictor → Triggers → Output ─rtrb─▶ session files
+//!   (exposure,          (infer start/end)       (predicted, decided, written,              latency.hlog
+//!    capture)                                    device ack; histograms)                   summary.json
+//! ```
+//! - The capture → inference hand-off is a triple buffer (single slot, latest frame wins): a frame replaced
+//!   before inference took it is counted as stale. Inference → actuation is a bounded SPSC ring; actuation
+//!   takes microseconds, so it never fills, and a refused pose is counted.
+//! - Loop threads never allocate, lock, log or do I/O after start: records go to the writer through SPSC
+//!   rings; latency histograms are double-buffered through a pair of rings.
+//! - Stopping: capture stops, inference finishes the last frame, actuation drains, returns every output to
+//!   rest and turns the device off (also on error or panic), then the writer drains and closes the files.
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use reflex_firmware_bridge::{DeviceEvent, Output, OutputCommand, SimConfig, SimulatedDevice};
+use reflex_plugins::pose::Pose;
+use reflex_plugins::predict::{Horizon, KalmanPredictor, LastMeasurement, Predictor};
+use reflex_plugins::trigger::{Action, ActionBuf, Trigger, TriggerInput, ZoneTrigger};
+
+use crate::camera::synthetic::SyntheticCamera;
+use crate::camera::{Frame, FrameSource};
+use crate::clock::SharedClock;
+use crate::config::{Config, OutputKind, PredictorKind, line_of};
+use crate::inference::{self, PoseModel};
+use crate::latency::{LatencySet, Stage};
+use crate::record::{EventRecord, PoseRecord, Stamps, TruthRecord, frame_tag, tag_frame};
+use crate::session::{self, FrameCounts, Summary, WriterInputs};
+
+/// Counters and flags shared by the loop threads, the writer and the caller. Atomics only on the loop's side.
+pub struct Shared {
+    /// Set to stop the session (Ctrl-C, end condition, or an error).
+    pub stop: AtomicBool,
+    /// The host clock of the session.
+    pub clock: SharedClock,
+    /// Frames delivered by the source.
+    pub captured: AtomicU64,
+    /// Frames the source skipped.
+    pub source_skipped: AtomicU64,
+    /// Frames replaced in the capture → inference slot before inference took them.
+    pub stale: AtomicU64,
+    /// Poses refused by a full inference → actuation ring.
+    pub actuation_full: AtomicU64,
+    /// Frames through the whole loop.
+    pub processed: AtomicU64,
+    /// Records lost to a full writer ring (reported loudly; should stay 0).
+    pub records_lost: AtomicU64,
+    /// Capture thread has finished.
+    pub capture_done: AtomicBool,
+    /// Inference thread has finished.
+    pub inference_done: AtomicBool,
+    /// Actuation thread has finished (outputs are off).
+    pub actuation_done: AtomicBool,
+    /// End-to-end p50 (ns) of the last interval, for the status line.
+    pub live_p50_ns: AtomicU64,
+    /// End-to-end p99 (ns) of the last interval, for the status line.
+    pub live_p99_ns: AtomicU64,
+    /// The first error, taken only on the way out (never on the per-frame path).
+    error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn new(clock: SharedClock) -> Self {
+        Self {
+            stop: AtomicBool::new(false),
+            clock,
+            captured: AtomicU64::new(0),
+            source_skipped: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
+            actuation_full: AtomicU64::new(0),
+            processed: AtomicU64::new(0),
+            records_lost: AtomicU64::new(0),
+            capture_done: AtomicBool::new(false),
+            inference_done: AtomicBool::new(false),
+            actuation_done: AtomicBool::new(false),
+            live_p50_ns: AtomicU64::new(0),
+            live_p99_ns: AtomicU64::new(0),
+            error: Mutex::new(None),
+        }
+    }
+
+    /// Record the first error and ask everything to stop.
+    pub fn fail(&self, message: String) {
+        if let Ok(mut e) = self.error.lock() {
+            e.get_or_insert(message);
+        }
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// The error that stopped the session, if any.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Frame counts so far.
+    pub fn counts(&self) -> FrameCounts {
+        let source_skipped = self.source_skipped.load(Ordering::Relaxed);
+        let stale = self.stale.load(Ordering::Relaxed);
+        let actuation_full = self.actuation_full.load(Ordering::Relaxed);
+        FrameCounts {
+            captured: self.captured.load(Ordering::Relaxed),
+            processed: self.processed.load(Ordering::Relaxed),
+            dropped: source_skipped + stale + actuation_full,
+            source_skipped,
+            stale,
+            actuation_full,
+        }
+    }
+}
+
+/// Instrumentation for tests: functions called on the loop threads right before (`true`) and after
+/// (`false`) each frame's work, e.g. to count allocations per frame. Unset in production (one atomic load).
+#[derive(Debug, Clone, Copy)]
+pub struct Probes {
+    /// Around inference of one frame (pre-processing, network, decoding).
+    pub inference: fn(bool),
+    /// Around actuation of one frame (predict, trigger, output, records).
+    pub actuation: fn(bool),
+}
+
+/// The installed [`Probes`]; set once per process.
+pub static PROBES: std::sync::OnceLock<Probes> = std::sync::OnceLock::new();
+
+/// How to run one session.
+pub struct RunOptions {
+    /// The rig.
+    pub config: Config,
+    /// The config's text and file name, for error lines (`embedded default` when none).
+    pub config_text: String,
+    /// The config's file name.
+    pub config_file: String,
+    /// Exact session folder (`--out`); else a timestamped folder under `config.session.dir`.
+    pub out: Option<PathBuf>,
+    /// Stop after this long on the session clock (ns).
+    pub duration_ns: Option<u64>,
+    /// Stop after the source delivered this many frames.
+    pub max_frames: Option<u64>,
+    /// The session clock (real time, or accelerated in tests).
+    pub clock: SharedClock,
+    /// Set from outside (Ctrl-C) to stop.
+    pub interrupt: Arc<AtomicBool>,
+    /// Called with one-line notices (e.g. the inference fallback) before the loop starts.
+    pub notice: Box<dyn FnMut(String) + Send>,
+    /// Called every `session.status_interval_ms` with the live counts, when set.
+    pub status: Option<StatusFn>,
+}
+
+/// Receives the live status every `session.status_interval_ms`.
+pub type StatusFn = Box<dyn FnMut(&Status) + Send>;
+
+/// A live snapshot for the status line.
+#[derive(Debug, Clone, Copy)]
+pub struct Status {
+    /// Session time (s).
+    pub elapsed_s: f64,
+    /// Frame counts.
+    pub frames: FrameCounts,
+    /// Processed frames per second since the last snapshot.
+    pub fps: f64,
+    /// End-to-end p50 of the last interval (ns).
+    pub p50_ns: u64,
+    /// End-to-end p99 of the last interval (ns).
+    pub p99_ns: u64,
+}
+
+/// What a finished session reports.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The session folder.
+    pub dir: PathBuf,
+    /// The final summary (also in `summary.json`).
+    pub summary: Summary,
+}
+
+/// A pose on its way from inference to actuation.
+#[derive(Debug, Clone, Copy)]
+struct PoseMsg {
+    frame: u64,
+    stamps: Stamps,
+    pose: Pose,
+}
+
+/// Run one session to its end. Errors before the loop starts (bad config, model, output folder) return `Err`
+/// with context; an error during the loop stops it cleanly, and is returned after the files are closed.
+pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
+    let config = opts.config.clone();
+    let clock = Arc::clone(&opts.clock);
+
+    if config.source.kind != "synthetic" {
+        return Err(anyhow!(
+            "unknown frame source `{}` (this build has: synthetic; video:PATH, v4l:/dev/videoN and aravis:NAME are planned)",
+            config.source.kind
+        ));
+    }
+    let source = SyntheticCamera::new(&config.source.synthetic, Arc::clone(&clock))
+        .with_context(|| format!("{}: [source.synthetic]", opts.config_file))?;
+
+    let model = inference::load(&config.model, &mut *opts.notice)
+        .with_context(|| format!("loading the pose model `{}`", config.model.path))?;
+    let keypoints: Vec<String> = model.keypoints().to_vec();
+    let names: Vec<&str> = keypoints.iter().map(String::as_str).collect();
+
+    let mut triggers: Vec<Box<dyn Trigger>> = Vec::new();
+    let mut trigger_names = Vec::new();
+    for t in &config.triggers {
+        let trigger = ZoneTrigger::new(t.get_ref(), &names).map_err(|e| {
+            anyhow!(
+                "{} line {}: {e}",
+                opts.config_file,
+                line_of(&opts.config_text, t.span().start)
+            )
+        })?;
+        trigger_names.push(t.get_ref().name.clone());
+        triggers.push(Box::new(trigger));
+    }
+    let (predictor, horizon): (Box<dyn Predictor>, Horizon) = match config.predictor.kind {
+        PredictorKind::Kalman => (
+            Box::new(KalmanPredictor::new(&config.predictor.kalman).context("[predictor.kalman]")?),
+            config.predictor.kalman.horizon(),
+        ),
+        PredictorKind::None => (
+            Box::new(LastMeasurement::new()),
+            Horizon {
+                forward_ns: 0,
+                adapt: false,
+            },
+        ),
+    };
+    let output: Box<dyn Output> = match config.output.kind {
+        OutputKind::Simulated => {
+            let c = &config.output.simulated;
+            let host_clock = Arc::clone(&clock);
+            Box::new(SimulatedDevice::new(
+                SimConfig {
+                    channels: c.channels,
+                    actuation_delay_us: c.actuation_delay_us,
+                    watchdog_ms: c.watchdog_ms,
+                    ..SimConfig::default()
+                },
+                Arc::new(move || host_clock.now_ns()),
+            ))
+        }
+    };
+
+    let dir = session::create_dir(opts.out.as_deref(), Path::new(&config.session.dir))
+        .with_context(|| {
+            format!(
+                "cannot create the session folder {}",
+                opts.out.as_deref().map_or_else(
+                    || format!("under {}", config.session.dir),
+                    |p| p.display().to_string()
+                )
+            )
+        })?;
+    std::fs::write(dir.join(session::files::CONFIG), config.to_toml())
+        .with_context(|| format!("writing {}", dir.join(session::files::CONFIG).display()))?;
+
+    let shared = Arc::new(Shared::new(Arc::clone(&clock)));
+    let fps = source.info().fps;
+    // Enough for 4 s of the configured rate: the writer drains every ~10 ms, so this never fills unless the
+    // disk stalls for seconds, and then it is counted and reported.
+    let ring = ((fps * 4.0) as usize).max(1024);
+    let (poses_tx, poses_rx) = rtrb::RingBuffer::<PoseRecord>::new(ring);
+    let (events_tx, events_rx) = rtrb::RingBuffer::<EventRecord>::new(ring);
+    let (truth_tx, truth_rx) = rtrb::RingBuffer::<TruthRecord>::new(ring);
+    let (lat_full_tx, lat_full_rx) = rtrb::RingBuffer::<Box<LatencySet>>::new(4);
+    let (mut lat_empty_tx, lat_empty_rx) = rtrb::RingBuffer::<Box<LatencySet>>::new(4);
+    for _ in 0..3 {
+        let _ = lat_empty_tx.push(Box::new(LatencySet::new()));
+    }
+    let (pose_tx, pose_rx) = rtrb::RingBuffer::<PoseMsg>::new(4);
+    let (slot_in, slot_out) = triple_buffer::triple_buffer(&Frame::for_source(source.info()));
+
+    let writer = {
+        let inputs = WriterInputs {
+            dir: dir.clone(),
+            keypoints: keypoints.clone(),
+            truth_keypoints: source
+                .truth_keypoints()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            trigger_names,
+            poses: poses_rx,
+            events: events_rx,
+            truth: truth_rx,
+            latency_full: lat_full_rx,
+            latency_empty: lat_empty_tx,
+            shared: Arc::clone(&shared),
+            backend: model.backend().to_string(),
+            source: source.info().name.clone(),
+        };
+        let shared = Arc::clone(&shared);
+        spawn("reflex-writer", move || {
+            let r = session::run_writer(inputs);
+            if let Err(e) = &r {
+                shared.fail(format!("writing the session files: {e}"));
+            }
+            r
+        })?
+    };
+
+    let actuation = {
+        let stage = Actuation {
+            predictor,
+            horizon,
+            triggers,
+            output,
+            clock: Arc::clone(&clock),
+            shared: Arc::clone(&shared),
+            poses_in: pose_rx,
+            poses_out: poses_tx,
+            events: events_tx,
+            lat_full: lat_full_tx,
+            lat_empty: lat_empty_rx,
+            latency: Box::new(LatencySet::new()),
+            heartbeat_ns: u64::from(config.output.heartbeat_ms) * 1_000_000,
+            actions: ActionBuf::new(),
+            predicted: Pose::new(keypoints.len()),
+            in_flight: [InFlight::default(); IN_FLIGHT],
+            device_offset_ns: None,
+            writer: writer.thread().clone(),
+        };
+        spawn("reflex-actuation", move || stage.run())?
+    };
+
+    let inference = {
+        let stage = Inference {
+            model: Box::new(model),
+            slot: slot_out,
+            poses: pose_tx,
+            clock: Arc::clone(&clock),
+            shared: Arc::clone(&shared),
+            actuation: actuation.thread().clone(),
+            pose: Pose::new(keypoints.len()),
+        };
+        spawn("reflex-inference", move || stage.run())?
+    };
+
+    let capture = {
+        let stage = Capture {
+            source: Box::new(source),
+            slot: slot_in,
+            truth: truth_tx,
+            shared: Arc::clone(&shared),
+            inference: inference.thread().clone(),
+            max_frames: opts.max_frames,
+        };
+        spawn("reflex-capture", move || stage.run())?
+    };
+
+    // The caller's thread: end conditions and the status line.
+    let start_ns = clock.now_ns();
+    let status_every_ns = u64::from(config.session.status_interval_ms) * 1_000_000;
+    let mut next_status_ns = start_ns + status_every_ns;
+    let mut last = (start_ns, 0u64);
+    while !shared.capture_done.load(Ordering::Acquire) {
+        let now = clock.now_ns();
+        if opts.interrupt.load(Ordering::Relaxed)
+            || opts.duration_ns.is_some_and(|d| now - start_ns >= d)
+        {
+            shared.stop.store(true, Ordering::Release);
+        }
+        if let Some(status) = opts
+            .status
+            .as_mut()
+            .filter(|_| status_every_ns > 0 && now >= next_status_ns)
+        {
+            next_status_ns = now + status_every_ns;
+            let frames = shared.counts();
+            let dt = (now - last.0) as f64 / 1e9;
+            status(&Status {
+                elapsed_s: (now - start_ns) as f64 / 1e9,
+                frames,
+                fps: if dt > 0.0 {
+                    (frames.processed - last.1) as f64 / dt
+                } else {
+                    0.0
+                },
+                p50_ns: shared.live_p50_ns.load(Ordering::Relaxed),
+                p99_ns: shared.live_p99_ns.load(Ordering::Relaxed),
+            });
+            last = (now, frames.processed);
+        }
+        // The caller's thread is not a loop thread; it polls the end conditions a few times per clock tick.
+        clock.sleep_until(clock.now_ns() + 5_000_000);
+    }
+
+    let joined = [
+        capture.join().map_err(|_| "capture thread panicked"),
+        inference.join().map_err(|_| "inference thread panicked"),
+        actuation.join().map_err(|_| "actuation thread panicked"),
+    ];
+    for r in joined {
+        if let Err(e) = r {
+            shared.fail(e.to_string());
+        }
+    }
+    // If a stage died, the flags it would have set are set here, so the writer still drains and closes.
+    shared.inference_done.store(true, Ordering::Release);
+    shared.actuation_done.store(true, Ordering::Release);
+    let summary = writer
+        .join()
+        .map_err(|_| anyhow!("writer thread panicked"))??;
+    let records_lost = summary.records_lost;
+    if records_lost > 0 {
+        tracing::error!(
+            records_lost,
+            "the writer fell behind: {records_lost} records were lost (see summary.json)"
+        );
+    }
+    if let Some(e) = shared.error() {
+        return Err(anyhow!("{e}")).with_context(|| {
+            format!(
+                "session stopped; files are complete up to the error in {}",
+                dir.display()
+            )
+        });
+    }
+    Ok(Report { dir, summary })
+}
+
+fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<JoinHandle<T>> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .with_context(|| format!("starting thread {name}"))
+}
+
+/// Wait for work on a loop thread: parked, woken by the producer's `unpark`, or after `timeout`.
+fn wait(timeout: Duration) {
+    thread::park_timeout(timeout);
+}
+
+struct Capture {
+    source: Box<dyn FrameSource>,
+    slot: triple_buffer::Input<Frame>,
+    truth: rtrb::Producer<TruthRecord>,
+    shared: Arc<Shared>,
+    inference: Thread,
+    max_frames: Option<u64>,
+}
+
+impl Capture {
+    fn run(mut self) {
+        let mut published = false;
+        while !self.shared.stop.load(Ordering::Acquire) {
+            if self
+                .max_frames
+                .is_some_and(|n| self.shared.captured.load(Ordering::Relaxed) >= n)
+            {
+                break;
+            }
+            let frame = self.slot.input_buffer_mut();
+            match self.source.next_frame(frame) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    self.shared
+                        .fail(format!("camera `{}`: {e}", self.source.info().name));
+                    break;
+                }
+            }
+            if !frame.truth.is_empty() {
+                let rec = TruthRecord {
+                    frame: frame.id,
+                    exposure_ns: frame.t_exposure_ns,
+                    truth: frame.truth,
+                };
+                if self.truth.push(rec).is_err() {
+                    self.shared.records_lost.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if published && !self.slot.consumed() {
+                self.shared.stale.fetch_add(1, Ordering::Relaxed);
+            }
+            self.slot.publish();
+            published = true;
+            self.shared.captured.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .source_skipped
+                .store(self.source.skipped(), Ordering::Relaxed);
+            self.inference.unpark();
+        }
+        self.shared.capture_done.store(true, Ordering::Release);
+        self.inference.unpark();
+    }
+}
+
+struct Inference {
+    model: Box<dyn PoseModel>,
+    slot: triple_buffer::Output<Frame>,
+    poses: rtrb::Producer<PoseMsg>,
+    clock: SharedClock,
+    shared: Arc<Shared>,
+    actuation: Thread,
+    pose: Pose,
+}
+
+impl Inference {
+    fn run(mut self) {
+        loop {
+            if !self.slot.update() {
+                // Check "capture done" before looking again, so a frame published just before it is not lost.
+                if self.shared.capture_done.load(Ordering::Acquire) {
+                    if !self.slot.update() {
+                        break;
+                    }
+                } else {
+                    wait(Duration::from_millis(5));
+                    continue;
+                }
+            }
+            let frame = self.slot.output_buffer();
+            let infer_start_ns = self.clock.now_ns();
+            let probe = PROBES.get();
+            probe.inspect(|p| (p.inference)(true));
+            let estimated = self.model.estimate(frame, &mut self.pose);
+            probe.inspect(|p| (p.inference)(false));
+            if let Err(e) = estimated {
+                self.shared
+                    .fail(format!("inference on frame {}: {e}", frame.id));
+                break;
+            }
+            let msg = PoseMsg {
+                frame: frame.id,
+                stamps: Stamps {
+                    exposure_ns: frame.t_exposure_ns,
+                    capture_ns: frame.t_capture_ns,
+                    infer_start_ns,
+                    infer_end_ns: self.clock.now_ns(),
+                    ..Stamps::default()
+                },
+                pose: self.pose,
+            };
+            if self.poses.push(msg).is_err() {
+                self.shared.actuation_full.fetch_add(1, Ordering::Relaxed);
+            }
+            self.actuation.unpark();
+        }
+        self.shared.inference_done.store(true, Ordering::Release);
+        self.actuation.unpark();
+    }
+}
+
+/// Commands awaiting their device acknowledgement, indexed by `seq % IN_FLIGHT`.
+const IN_FLIGHT: usize = 64;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct InFlight {
+    seq: u16,
+    written_ns: u64,
+    exposure_ns: u64,
+    live: bool,
+}
+
+/// Predict → trigger → output, on its own thread; owns the output device.
+pub(crate) struct Actuation {
+    predictor: Box<dyn Predictor>,
+    horizon: Horizon,
+    triggers: Vec<Box<dyn Trigger>>,
+    output: Box<dyn Output>,
+    clock: SharedClock,
+    shared: Arc<Shared>,
+    poses_in: rtrb::Consumer<PoseMsg>,
+    poses_out: rtrb::Producer<PoseRecord>,
+    events: rtrb::Producer<EventRecord>,
+    lat_full: rtrb::Producer<Box<LatencySet>>,
+    lat_empty: rtrb::Consumer<Box<LatencySet>>,
+    latency: Box<LatencySet>,
+    heartbeat_ns: u64,
+    actions: ActionBuf,
+    predicted: Pose,
+    in_flight: [InFlight; IN_FLIGHT],
+    /// device µs × 1000 − host ns, from clock sync; `None` until synchronised.
+    device_offset_ns: Option<i128>,
+    writer: Thread,
+}
+
+impl Actuation {
+    fn run(mut self) {
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.run_loop()));
+        if let Err(panic) = &result {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            self.shared
+                .fail(format!("actuation thread panicked: {what}"));
+        }
+        // Whatever happened: outputs to rest, then the device off.
+        self.shutdown();
+        self.shared.actuation_done.store(true, Ordering::Release);
+        self.writer.unpark();
+    }
+
+    fn run_loop(&mut self) {
+        self.sync_clock();
+        let mut next_heartbeat_ns = 0;
+        self.latency.reset(self.clock.now_ns());
+        let interval_ns = 1_000_000_000;
+        loop {
+            let now = self.clock.now_ns();
+            if now >= next_heartbeat_ns {
+                if let Err(e) = self.output.heartbeat() {
+                    self.shared
+                        .fail(format!("output `{}`: {e}", self.output.info().name));
+                    return;
+                }
+                next_heartbeat_ns = now + self.heartbeat_ns;
+            }
+            self.poll_device();
+            if now >= self.latency.start_ns + interval_ns {
+                self.swap_latency(now);
+            }
+            match self.poses_in.pop() {
+                Ok(msg) => {
+                    let probe = PROBES.get();
+                    probe.inspect(|p| (p.actuation)(true));
+                    let processed = self.process(msg);
+                    probe.inspect(|p| (p.actuation)(false));
+                    if let Err(e) = processed {
+                        self.shared.fail(e);
+                        return;
+                    }
+                }
+                Err(_)
+                    if self.shared.inference_done.load(Ordering::Acquire)
+                        && self.poses_in.is_empty() =>
+                {
+                    return;
+                }
+                Err(_) => {
+                    let until_heartbeat = next_heartbeat_ns.saturating_sub(self.clock.now_ns());
+                    wait(Duration::from_nanos(
+                        until_heartbeat.clamp(100_000, 5_000_000),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// One frame: predict, decide, command. No allocation, no blocking.
+    fn process(&mut self, msg: PoseMsg) -> Result<(), String> {
+        let mut stamps = msg.stamps;
+        stamps.actuation_ns = self.clock.now_ns();
+        self.predictor.observe(&msg.pose, stamps.exposure_ns);
+        let target_ns = self
+            .horizon
+            .target_ns(stamps.exposure_ns, stamps.actuation_ns);
+        self.predictor.predict(target_ns, &mut self.predicted);
+        stamps.predicted_ns = self.clock.now_ns();
+
+        self.actions.clear();
+        let input = TriggerInput {
+            frame_id: msg.frame,
+            frame_time_ns: stamps.exposure_ns,
+            now_ns: stamps.predicted_ns,
+            measured: &msg.pose,
+            predicted: &self.predicted,
+        };
+        for (i, trigger) in self.triggers.iter_mut().enumerate() {
+            if let Some(active) = trigger.evaluate(&input, &mut self.actions) {
+                let ev = EventRecord::Trigger {
+                    frame: msg.frame,
+                    t_ns: stamps.predicted_ns,
+                    trigger: i as u16,
+                    active,
+                };
+                push_or_count(&mut self.events, ev, &self.shared);
+            }
+        }
+        stamps.decided_ns = self.clock.now_ns();
+
+        for i in 0..self.actions.len() {
+            let action = self.actions.as_slice()[i];
+            stamps.written_ns = self
+                .execute(action, Some(msg.frame), stamps.exposure_ns)?
+                .unwrap_or(stamps.written_ns);
+        }
+        self.poll_device();
+
+        let lat = &mut self.latency;
+        lat.record(
+            Stage::Capture,
+            stamps.capture_ns.saturating_sub(stamps.exposure_ns),
+        );
+        lat.record(
+            Stage::QueueInference,
+            stamps.infer_start_ns.saturating_sub(stamps.capture_ns),
+        );
+        let inference_ns = stamps.infer_end_ns.saturating_sub(stamps.infer_start_ns);
+        lat.record(Stage::Inference, inference_ns);
+        lat.record(
+            Stage::QueueActuation,
+            stamps.actuation_ns.saturating_sub(stamps.infer_end_ns),
+        );
+        lat.record(
+            Stage::Predict,
+            stamps.predicted_ns.saturating_sub(stamps.actuation_ns),
+        );
+        lat.record(
+            Stage::Trigger,
+            stamps.decided_ns.saturating_sub(stamps.predicted_ns),
+        );
+        if stamps.written_ns != 0 {
+            lat.record(
+                Stage::Output,
+                stamps.written_ns.saturating_sub(stamps.decided_ns),
+            );
+        }
+        let end_ns = stamps.written_ns.max(stamps.decided_ns);
+        let e2e = end_ns.saturating_sub(stamps.exposure_ns);
+        lat.record(Stage::EndToEnd, e2e);
+        lat.record(Stage::OutsideInference, e2e.saturating_sub(inference_ns));
+
+        let rec = PoseRecord {
+            frame: msg.frame,
+            stamps,
+            target_ns,
+            measured: msg.pose,
+            predicted: self.predicted,
+        };
+        push_or_count(&mut self.poses_out, rec, &self.shared);
+        self.shared.processed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Carry out one action; returns the write time when a command went to the device.
+    /// `frame` is `None` for actions sent while stopping.
+    fn execute(
+        &mut self,
+        action: Action,
+        frame: Option<u64>,
+        exposure_ns: u64,
+    ) -> Result<Option<u64>, String> {
+        let command = match action {
+            Action::SetLevel { channel, high } => OutputCommand::SetLevel { channel, high },
+            Action::Pulse { channel, width_us } => OutputCommand::Pulse { channel, width_us },
+            Action::Mark { code } => {
+                let ev = EventRecord::Mark {
+                    frame: frame.unwrap_or(0),
+                    t_ns: self.clock.now_ns(),
+                    code,
+                };
+                push_or_count(&mut self.events, ev, &self.shared);
+                return Ok(None);
+            }
+        };
+        self.send(command, frame, exposure_ns).map(Some)
+    }
+
+    fn send(
+        &mut self,
+        command: OutputCommand,
+        frame: Option<u64>,
+        exposure_ns: u64,
+    ) -> Result<u64, String> {
+        let seq = self
+            .output
+            .send(command, frame_tag(frame))
+            .map_err(|e| format!("output `{}`: {e}", self.output.info().name))?;
+        let written_ns = self.clock.now_ns();
+        self.in_flight[seq as usize % IN_FLIGHT] = InFlight {
+            seq,
+            written_ns,
+            exposure_ns,
+            live: true,
+        };
+        let ev = EventRecord::Command {
+            frame,
+            t_ns: written_ns,
+            seq,
+            command,
+            shutdown: frame.is_none(),
+        };
+        push_or_count(&mut self.events, ev, &self.shared);
+        Ok(written_ns)
+    }
+
+    /// Handle every device reply received so far: acks become latency samples and events.
+    fn poll_device(&mut self) {
+        let Self {
+            output,
+            in_flight,
+            latency,
+            events,
+            shared,
+            device_offset_ns,
+            clock,
+            ..
+        } = self;
+        let offset = *device_offset_ns;
+        let res = output.poll(&mut |ev| match ev {
+            DeviceEvent::Ack {
+                seq,
+                tag,
+                device_time_us,
+            } => {
+                let t_ns =
+                    offset.map_or(0, |o| (i128::from(device_time_us) * 1000 - o).max(0) as u64);
+                let slot = &mut in_flight[seq as usize % IN_FLIGHT];
+                if slot.live && slot.seq == seq && t_ns != 0 {
+                    latency.record(Stage::DeviceAck, t_ns.saturating_sub(slot.written_ns));
+                    if slot.exposure_ns != 0 {
+                        latency.record(
+                            Stage::ExposureToOutput,
+                            t_ns.saturating_sub(slot.exposure_ns),
+                        );
+                    }
+                    slot.live = false;
+                }
+                push_or_count(
+                    events,
+                    EventRecord::Ack {
+                        frame: tag_frame(tag),
+                        seq,
+                        device_time_us,
+                        t_ns,
+                    },
+                    shared,
+                );
+            }
+            DeviceEvent::Error { seq, error } => {
+                push_or_count(
+                    events,
+                    EventRecord::DeviceError {
+                        t_ns: clock.now_ns(),
+                        seq,
+                        error,
+                    },
+                    shared,
+                );
+            }
+            _ => {}
+        });
+        if let Err(e) = res {
+            self.shared
+                .fail(format!("output `{}`: {e}", self.output.info().name));
+        }
+    }
+
+    /// Estimate the device clock's offset: the sync request's round-trip midpoint against the device's time.
+    fn sync_clock(&mut self) {
+        let t0 = self.clock.now_ns();
+        let Ok(want) = self.output.request_sync() else {
+            return;
+        };
+        let mut reply = None;
+        for _ in 0..1000 {
+            let _ = self.output.poll(&mut |ev| {
+                if let DeviceEvent::SyncReply {
+                    seq,
+                    device_time_us,
+                } = ev
+                    && seq == want
+                {
+                    reply = Some(device_time_us);
+                }
+            });
+            if reply.is_some() {
+                break;
+            }
+            wait(Duration::from_micros(100));
+        }
+        let t1 = self.clock.now_ns();
+        if let Some(device_us) = reply {
+            self.device_offset_ns =
+                Some(i128::from(device_us) * 1000 - i128::from(t0 / 2 + t1 / 2));
+        }
+    }
+
+    fn swap_latency(&mut self, now: u64) {
+        if let Ok(mut fresh) = self.lat_empty.pop() {
+            fresh.reset(now);
+            let mut full = std::mem::replace(&mut self.latency, fresh);
+            full.end_ns = now;
+            if let Err(rtrb::PushError::Full(_)) = self.lat_full.push(full) {
+                self.shared.records_lost.fetch_add(1, Ordering::Relaxed);
+            }
+            self.writer.unpark();
+        }
+    }
+
+    /// Outputs to rest: every trigger's resting actions, then all off; the last histograms to the writer.
+    fn shutdown(&mut self) {
+        let mut rest = ActionBuf::new();
+        for t in &mut self.triggers {
+            t.reset(&mut rest);
+        }
+        for &action in rest.as_slice() {
+            if let Err(e) = self.execute(action, None, 0) {
+                self.shared.fail(e);
+            }
+        }
+        if let Err(e) = self.output.all_off() {
+            self.shared.fail(format!(
+                "output `{}`: turning all outputs off failed: {e}",
+                self.output.info().name
+            ));
+        } else {
+            let ev = EventRecord::Command {
+                frame: None,
+                t_ns: self.clock.now_ns(),
+                seq: 0,
+                command: OutputCommand::AllOff,
+                shutdown: true,
+            };
+            push_or_count(&mut self.events, ev, &self.shared);
+        }
+        // Collect the last acks (the device stamps the pin change a little after the write), bounded in time.
+        let give_up_ns = self.clock.now_ns() + 100_000_000;
+        loop {
+            self.poll_device();
+            if self.in_flight.iter().all(|f| !f.live) || self.clock.now_ns() >= give_up_ns {
+                break;
+            }
+            wait(Duration::from_micros(200));
+        }
+        let now = self.clock.now_ns();
+        self.swap_latency(now);
+    }
+}
+
+fn push_or_count<T>(ring: &mut rtrb::Producer<T>, value: T, shared: &Shared) {
+    if ring.push(value).is_err() {
+        shared.records_lost.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,240 @@
+//! The output side of reflex: the device-independent [`Output`] trait the daemon drives, and
+//! [`SimulatedDevice`], an in-process device that speaks the reflex wire protocol byte for byte.
+//!
+//! The trait carries no wire-format types, so Pulse Pal, Harp or Bpod drivers can implement it
+//! with their own protocols; our own firmware's driver and the simulator use `reflex-protocol`.
+
+mod sim;
+
+pub use sim::{SimConfig, SimProbe, SimulatedDevice};
+
+/// What an output device should do; channels count from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputCommand {
+    /// Drive `channel` high or low until told otherwise.
+    SetLevel {
+        /// Output channel.
+        channel: u8,
+        /// `true` for high.
+        high: bool,
+    },
+    /// One pulse of `width_us` µs on `channel`.
+    Pulse {
+        /// Output channel.
+        channel: u8,
+        /// Pulse width in µs (> 0).
+        width_us: u32,
+    },
+    /// `count` pulses of `width_us` µs, one rising edge every `period_us` µs.
+    PulseTrain {
+        /// Output channel.
+        channel: u8,
+        /// Time between rising edges in µs (> `width_us` when `count` > 1).
+        period_us: u32,
+        /// Pulse width in µs (> 0).
+        width_us: u32,
+        /// Number of pulses (> 0).
+        count: u32,
+    },
+    /// Drive every channel low and cancel pulses in progress.
+    AllOff,
+}
+
+impl OutputCommand {
+    /// The channel the command addresses, `None` for [`OutputCommand::AllOff`].
+    pub const fn channel(&self) -> Option<u8> {
+        match *self {
+            Self::SetLevel { channel, .. }
+            | Self::Pulse { channel, .. }
+            | Self::PulseTrain { channel, .. } => Some(channel),
+            Self::AllOff => None,
+        }
+    }
+
+    /// Checks the pulse arguments (not the channel, which depends on the device): widths and
+    /// counts must be > 0 and a train's pulses must not overlap.
+    pub fn check_arguments(&self) -> Result<(), OutputError> {
+        let (command, check) = match *self {
+            Self::Pulse { width_us, .. } => ("pulse", check_pulse(width_us, width_us, 1)),
+            Self::PulseTrain {
+                period_us,
+                width_us,
+                count,
+                ..
+            } => ("pulse train", check_pulse(period_us, width_us, count)),
+            Self::SetLevel { .. } | Self::AllOff => return Ok(()),
+        };
+        check.map_err(|reason| OutputError::InvalidArgument { command, reason })
+    }
+}
+
+/// The rules a pulse or pulse train must follow, shared by host-side checks and the simulated
+/// firmware (which answers `BadArgument` when they fail).
+pub(crate) fn check_pulse(period_us: u32, width_us: u32, count: u32) -> Result<(), &'static str> {
+    if width_us == 0 {
+        Err("width_us must be > 0")
+    } else if count == 0 {
+        Err("count must be > 0")
+    } else if count > 1 && width_us >= period_us {
+        Err("width_us must be shorter than period_us when count > 1")
+    } else {
+        Ok(())
+    }
+}
+
+/// Who the connected device is, as learned in the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Human-readable kind of device (e.g. "simulated").
+    pub name: String,
+    /// Device serial number / id.
+    pub device_id: u32,
+    /// Firmware version reported by the device.
+    pub firmware_version: u16,
+    /// Wire-protocol version the device speaks.
+    pub protocol_version: u16,
+    /// Number of output channels; valid channels are `0..channels`.
+    pub channels: u8,
+}
+
+/// Why a device refused something or reported a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// A frame from the host failed its CRC check; the device turned outputs off.
+    #[error("a frame failed the device's CRC check; outputs turned off")]
+    BadCrc,
+    /// A frame from the host was malformed; the device turned outputs off.
+    #[error("the device received a malformed frame; outputs turned off")]
+    BadFrame,
+    /// The device does not know the command; it turned outputs off.
+    #[error("the device does not know the command; outputs turned off")]
+    UnknownCommand,
+    /// An argument was out of range (channel, width, period, count).
+    #[error("the device refused an argument as out of range")]
+    BadArgument,
+    /// The device has not received a handshake with its protocol version.
+    #[error("protocol version mismatch: the device refuses commands until a matching handshake")]
+    VersionMismatch,
+    /// The device heard nothing for its watchdog time and turned outputs off.
+    #[error("the device's watchdog expired; outputs turned off")]
+    WatchdogExpired,
+}
+
+/// Something the device reported, handed out by [`Output::poll`]; device times are µs on the
+/// device clock (map them to host time with [`Output::request_sync`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceEvent {
+    /// A command took effect.
+    Ack {
+        /// Sequence number returned by [`Output::send`].
+        seq: u16,
+        /// The tag (camera frame id) the command was sent with.
+        tag: u32,
+        /// Device time in µs at which the output actually changed.
+        device_time_us: u64,
+    },
+    /// Answer to [`Output::request_sync`].
+    SyncReply {
+        /// Sequence number returned by [`Output::request_sync`].
+        seq: u16,
+        /// Device time in µs at which the request arrived.
+        device_time_us: u64,
+    },
+    /// An input line changed level.
+    InputEdge {
+        /// Input channel.
+        channel: u8,
+        /// New level, `true` for high.
+        high: bool,
+        /// Device time of the edge in µs.
+        device_time_us: u64,
+    },
+    /// The device refused a command or reported a fault.
+    Error {
+        /// Sequence number of the refused command, or a device counter for faults not tied to
+        /// a command (watchdog, undecodable frames).
+        seq: u16,
+        /// What went wrong.
+        error: DeviceError,
+    },
+}
+
+/// Why an [`Output`] call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The command addresses a channel the device does not have.
+    #[error(
+        "channel {channel} is out of range: the device has {channels} output channels (0..={last})",
+        last = .channels.saturating_sub(1)
+    )]
+    BadChannel {
+        /// The channel asked for.
+        channel: u8,
+        /// The device's channel count.
+        channels: u8,
+    },
+    /// A pulse argument breaks the rules (see [`OutputCommand::check_arguments`]).
+    #[error("{command}: {reason}")]
+    InvalidArgument {
+        /// The kind of command ("pulse", "pulse train").
+        command: &'static str,
+        /// The rule broken.
+        reason: &'static str,
+    },
+    /// The device speaks another protocol version than the host.
+    #[error(
+        "protocol version mismatch: the host speaks version {host}, the device version {device}"
+    )]
+    VersionMismatch {
+        /// Version the host speaks.
+        host: u16,
+        /// Version the device reported.
+        device: u16,
+    },
+    /// The device answered a command with an error where the driver needed success.
+    #[error("the device refused command {seq}: {error}")]
+    Device {
+        /// Sequence number of the refused command.
+        seq: u16,
+        /// What the device reported.
+        error: DeviceError,
+    },
+    /// A command could not be framed (a driver bug, not a device fault).
+    #[error("encoding a frame for the device")]
+    Encode(#[from] reflex_protocol::EncodeError),
+    /// Bytes from the device did not form a valid frame.
+    #[error("corrupt frame from the device")]
+    Frame(#[from] reflex_protocol::FrameError),
+    /// A frame from the device held no valid message.
+    #[error("invalid message from the device")]
+    Decode(#[from] reflex_protocol::DecodeError),
+    /// Reading or writing the device's port failed.
+    #[error("I/O error talking to the device")]
+    Io(#[from] std::io::Error),
+}
+
+/// A device that turns commands into output changes: the seam between the daemon and hardware.
+/// Implementations never block and never allocate in `send` and `poll`.
+pub trait Output: Send {
+    /// Who the device is (from the handshake).
+    fn info(&self) -> &DeviceInfo;
+
+    /// Sends one command, tagged with the camera frame id that caused it, and returns its
+    /// sequence number. Never waits for the reply. No allocation.
+    fn send(&mut self, command: OutputCommand, tag: u32) -> Result<u16, OutputError>;
+
+    /// Keeps the device's watchdog fed; call more often than its watchdog time when idle.
+    fn heartbeat(&mut self) -> Result<(), OutputError>;
+
+    /// Asks for the device clock (clock sync); the answer arrives through [`Output::poll`] as
+    /// [`DeviceEvent::SyncReply`] with the returned sequence number.
+    fn request_sync(&mut self) -> Result<u16, OutputError>;
+
+    /// Hands every event received so far to `sink`, without blocking. No allocation. Every valid
+    /// event is delivered; if a reply was corrupt, the first such error is returned afterwards.
+    fn poll(&mut self, sink: &mut dyn FnMut(DeviceEvent)) -> Result<(), OutputError>;
+
+    /// Turns every output off (used on shutdown, panic and error paths).
+    fn all_off(&mut self) -> Result<(), OutputError>;
+}

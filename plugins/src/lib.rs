@@ -1,0 +1,30 @@
+//! reflex extension points: pose types, forward predictors, triggers and the actions they emit.
+//!
+//! This crate knows nothing of cameras or hardware. The daemon's loop thread moves each frame
+//! through two seams defined here:
+//!
+//! - [`Predictor`] (module [`predict`]): fed every measured [`Pose`] with its exposure time,
+//!   asked for the pose at a later host time chosen by a [`Horizon`], to cancel the loop's
+//!   latency. [`LastMeasurement`] is the no-prediction baseline; [`KalmanPredictor`] is a
+//!   DeepLabCut-Live-compatible constant-acceleration Kalman filter.
+//! - [`Trigger`] (module [`trigger`]): looks at the measured and predicted pose of a frame,
+//!   keeps an active/inactive state, and on a change pushes [`Action`]s (levels, pulses,
+//!   marks on logical channels) into an [`ActionBuf`]; the daemon routes them to an output
+//!   device. [`ZoneTrigger`] fires when a keypoint is inside a [`Zone`].
+//!
+//! Real-time contract: everything is allocated in the constructors; `observe`, `predict` and
+//! `evaluate` never allocate and never panic on NaN or missing keypoints (a test with a
+//! counting allocator checks this). Configuration errors are a typed [`PluginError`] whose
+//! message names the item and the value at fault.
+
+pub mod error;
+pub mod pose;
+pub mod predict;
+pub mod trigger;
+
+pub use error::{PluginError, ZoneError};
+pub use pose::{Keypoint, MAX_KEYPOINTS, Pose};
+pub use predict::{Horizon, KalmanConfig, KalmanPredictor, LastMeasurement, Predictor};
+pub use trigger::{
+    Action, ActionBuf, OutputMode, Trigger, TriggerInput, Zone, ZoneTrigger, ZoneTriggerConfig,
+};

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test of reflex. Installs what the tests need (idempotent): the ONNX Runtime wheel, so both
+# inference backends are tested, and the `onnx` package that regenerates the bundled model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+if ! python3 -c 'import onnxruntime, onnx, numpy, sys; sys.exit(onnxruntime.__version__ != "1.31.1")' 2>/dev/null; then
+    python3 -m pip install --quiet "onnxruntime==1.31.1" "onnx==1.23.2" "numpy>=1.26"
+fi
+
+# The committed model is exactly what its generator makes.
+python3 tools/model/make_default_model.py --check
+
+cargo test --workspace
