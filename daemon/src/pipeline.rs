@@ -54,6 +54,8 @@ pub struct Shared {
     pub processed: AtomicU64,
     /// Records lost to a full writer ring (reported loudly; should stay 0).
     pub records_lost: AtomicU64,
+    /// Errors the output device reported (e.g. its watchdog expired because the host went silent).
+    pub device_errors: AtomicU64,
     /// Capture thread has finished.
     pub capture_done: AtomicBool,
     /// Inference thread has finished.
@@ -79,6 +81,7 @@ impl Shared {
             actuation_full: AtomicU64::new(0),
             processed: AtomicU64::new(0),
             records_lost: AtomicU64::new(0),
+            device_errors: AtomicU64::new(0),
             capture_done: AtomicBool::new(false),
             inference_done: AtomicBool::new(false),
             actuation_done: AtomicBool::new(false),
@@ -455,7 +458,6 @@ struct Capture {
 
 impl Capture {
     fn run(mut self) {
-        let mut published = false;
         while !self.shared.stop.load(Ordering::Acquire) {
             if self
                 .max_frames
@@ -483,11 +485,10 @@ impl Capture {
                     self.shared.records_lost.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            if published && !self.slot.consumed() {
+            // `publish` tells, atomically, whether it replaced a frame inference never took: that one is stale.
+            if self.slot.publish() {
                 self.shared.stale.fetch_add(1, Ordering::Relaxed);
             }
-            self.slot.publish();
-            published = true;
             self.shared.captured.fetch_add(1, Ordering::Relaxed);
             self.shared
                 .source_skipped
@@ -835,6 +836,7 @@ impl Actuation {
                 );
             }
             DeviceEvent::Error { seq, error } => {
+                shared.device_errors.fetch_add(1, Ordering::Relaxed);
                 push_or_count(
                     events,
                     EventRecord::DeviceError {

@@ -66,6 +66,13 @@ pub fn latency_table(summary: &Summary) -> String {
             ms(q.max)
         );
     }
+    if summary.device_errors > 0 {
+        let _ = writeln!(
+            out,
+            "WARNING: the output device reported {} errors (see device_error lines in events.jsonl)",
+            summary.device_errors
+        );
+    }
     if summary.records_lost > 0 {
         let _ = writeln!(
             out,

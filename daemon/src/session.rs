@@ -69,6 +69,8 @@ pub struct Summary {
     pub backend: String,
     /// Records the writer could not take because a ring was full (should be 0; anything else is reported loudly).
     pub records_lost: u64,
+    /// Errors the output device reported (`device_error` lines in events.jsonl), e.g. watchdog expiries.
+    pub device_errors: u64,
     /// Session length on the host clock (s).
     pub duration_s: f64,
     /// The frame source.
@@ -180,6 +182,7 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
         events: 0,
         backend: w.backend.clone(),
         records_lost: 0,
+        device_errors: 0,
         duration_s: 0.0,
         source: w.source.clone(),
         complete: false,
@@ -257,6 +260,7 @@ fn fill_summary(
     let c = shared.counts();
     summary.frames = c;
     summary.records_lost = shared.records_lost.load(Ordering::Relaxed);
+    summary.device_errors = shared.device_errors.load(Ordering::Relaxed);
     summary.duration_s = now_ns as f64 / 1e9;
     summary.latency_ns = Stage::ALL
         .iter()

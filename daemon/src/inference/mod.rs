@@ -428,13 +428,56 @@ fn tract_runner(
     ))
 }
 
-/// Shape of the outputs for a spec: (rows, cols) of the score map.
-fn output_grid(spec: &DlcSpec) -> (usize, usize) {
-    let s = spec.stride as u32;
-    (
-        spec.input_height.div_ceil(s) as usize,
-        spec.input_width.div_ceil(s) as usize,
-    )
+/// A runner's preallocated copy of the network's two outputs, in the decoder's layout.
+struct OutputBuffers {
+    scoremap: Vec<f32>,
+    locref: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+impl OutputBuffers {
+    /// Buffers for `spec`'s score-map grid (input size / stride, rounded up).
+    fn new(spec: &DlcSpec) -> Self {
+        let s = spec.stride as u32;
+        let rows = spec.input_height.div_ceil(s) as usize;
+        let cols = spec.input_width.div_ceil(s) as usize;
+        let joints = spec.keypoints.len();
+        Self {
+            scoremap: vec![0.0; rows * cols * joints],
+            locref: vec![0.0; rows * cols * 2 * joints],
+            rows,
+            cols,
+        }
+    }
+
+    /// Copy output `index` (0 = score map, 1 = locref) from the runtime, checking its size.
+    fn fill(&mut self, index: usize, name: &str, data: &[f32]) -> Result<(), InferenceError> {
+        let dst = if index == 0 {
+            &mut self.scoremap
+        } else {
+            &mut self.locref
+        };
+        if data.len() != dst.len() {
+            return Err(InferenceError::Shape(format!(
+                "output `{name}` has {} values, expected {}",
+                data.len(),
+                dst.len()
+            )));
+        }
+        dst.copy_from_slice(data);
+        Ok(())
+    }
+
+    /// The outputs as the decoder reads them.
+    fn view(&self) -> DlcOutputs<'_> {
+        DlcOutputs {
+            scoremap: &self.scoremap,
+            locref: &self.locref,
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
 }
 
 #[cfg(test)]

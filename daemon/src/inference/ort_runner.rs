@@ -11,7 +11,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{IoBinding, Session};
 use ort::value::Tensor;
 
-use super::{DlcOutputs, DlcSpec, InferenceError, Runner, output_grid};
+use super::{DlcOutputs, DlcSpec, InferenceError, OutputBuffers, Runner};
 
 const NAME: &str = "onnxruntime";
 
@@ -128,10 +128,7 @@ pub struct OrtRunner {
     binding: IoBinding,
     input: Tensor<f32>,
     outputs: [String; 2],
-    scoremap: Vec<f32>,
-    locref: Vec<f32>,
-    rows: usize,
-    cols: usize,
+    buffers: OutputBuffers,
 }
 
 impl OrtRunner {
@@ -154,7 +151,8 @@ impl OrtRunner {
             .map_err(runtime_error)?
             .commit_from_memory(onnx)
             .map_err(runtime_error)?;
-        let (rows, cols) = output_grid(spec);
+        let buffers = OutputBuffers::new(spec);
+        let (rows, cols) = (buffers.rows, buffers.cols);
         let joints = spec.keypoints.len();
         let input_name = session
             .inputs()
@@ -205,10 +203,7 @@ impl OrtRunner {
             binding,
             input,
             outputs,
-            scoremap: vec![0.0; rows * cols * joints],
-            locref: vec![0.0; rows * cols * 2 * joints],
-            rows,
-            cols,
+            buffers,
         };
         // One warm-up run: the runtime allocates its arenas and checks the bound shapes now, not on frame 1.
         runner.run()?;
@@ -234,28 +229,12 @@ impl Runner for OrtRunner {
             .session
             .run_binding(&self.binding)
             .map_err(runtime_error)?;
-        for (name, dst) in self
-            .outputs
-            .iter()
-            .zip([&mut self.scoremap, &mut self.locref])
-        {
+        for (index, name) in self.outputs.iter().enumerate() {
             let (_, data) = outputs[name.as_str()]
                 .try_extract_tensor::<f32>()
                 .map_err(runtime_error)?;
-            if data.len() != dst.len() {
-                return Err(InferenceError::Shape(format!(
-                    "output `{name}` has {} values, expected {}",
-                    data.len(),
-                    dst.len()
-                )));
-            }
-            dst.copy_from_slice(data);
+            self.buffers.fill(index, name, data)?;
         }
-        Ok(DlcOutputs {
-            scoremap: &self.scoremap,
-            locref: &self.locref,
-            rows: self.rows,
-            cols: self.cols,
-        })
+        Ok(self.buffers.view())
     }
 }

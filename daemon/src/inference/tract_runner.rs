@@ -2,7 +2,7 @@
 
 use tract_onnx::prelude::*;
 
-use super::{DlcOutputs, DlcSpec, InferenceError, Runner, output_grid};
+use super::{DlcOutputs, DlcSpec, InferenceError, OutputBuffers, Runner};
 
 const NAME: &str = "tract";
 
@@ -17,10 +17,7 @@ fn runtime_error(e: impl std::fmt::Display) -> InferenceError {
 pub struct TractRunner {
     state: TypedSimpleState,
     input: Tensor,
-    scoremap: Vec<f32>,
-    locref: Vec<f32>,
-    rows: usize,
-    cols: usize,
+    buffers: OutputBuffers,
 }
 
 impl TractRunner {
@@ -36,16 +33,12 @@ impl TractRunner {
             .map_err(runtime_error)?
             .into_runnable()
             .map_err(runtime_error)?;
-        let (rows, cols) = output_grid(spec);
-        let joints = spec.keypoints.len();
         let mut runner = Self {
             state: plan.spawn().map_err(runtime_error)?,
             input: Tensor::zero::<f32>(&[1, h, w, 3]).map_err(runtime_error)?,
-            scoremap: vec![0.0; rows * cols * joints],
-            locref: vec![0.0; rows * cols * 2 * joints],
-            rows,
-            cols,
+            buffers: OutputBuffers::new(spec),
         };
+        // One warm-up run, so shape problems surface at load time and not on frame 1.
         runner.run()?;
         Ok(runner)
     }
@@ -76,25 +69,14 @@ impl Runner for TractRunner {
                 outputs.len()
             )));
         }
-        for (value, dst) in outputs.iter().zip([&mut self.scoremap, &mut self.locref]) {
+        for (index, value) in outputs.iter().take(2).enumerate() {
             let view = value.to_plain_array_view::<f32>().map_err(runtime_error)?;
             let data = view.to_slice().ok_or_else(|| {
                 InferenceError::Shape("tract returned a non-contiguous output".into())
             })?;
-            if data.len() != dst.len() {
-                return Err(InferenceError::Shape(format!(
-                    "output has {} values, expected {}",
-                    data.len(),
-                    dst.len()
-                )));
-            }
-            dst.copy_from_slice(data);
+            self.buffers
+                .fill(index, if index == 0 { "score map" } else { "locref" }, data)?;
         }
-        Ok(DlcOutputs {
-            scoremap: &self.scoremap,
-            locref: &self.locref,
-            rows: self.rows,
-            cols: self.cols,
-        })
+        Ok(self.buffers.view())
     }
 }
