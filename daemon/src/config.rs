@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::camera::synthetic::SyntheticConfig;
 use crate::inference::ModelConfig;
+use crate::realtime::RealtimeConfig;
 
 /// The embedded default configuration, as shipped (with comments).
 pub const DEFAULT_TOML: &str = include_str!("../default.toml");
@@ -34,6 +35,9 @@ pub struct Config {
     /// The output device.
     #[serde(default)]
     pub output: OutputConfig,
+    /// Real-time scheduling of the loop threads.
+    #[serde(default)]
+    pub realtime: RealtimeConfig,
     /// Session files.
     #[serde(default)]
     pub session: SessionConfig,
@@ -220,6 +224,7 @@ impl Config {
                 ),
             ));
         }
+        self.realtime.validate().map_err(|e| err(None, e))?;
         self.predictor
             .kalman
             .validate()
@@ -276,6 +281,7 @@ mod tests {
         assert_eq!(c.predictor, PredictorConfig::default());
         assert_eq!(c.output, OutputConfig::default());
         assert_eq!(c.session, SessionConfig::default());
+        assert_eq!(c.realtime, RealtimeConfig::default());
         assert_eq!(c.triggers.len(), 1);
         assert_eq!(c.triggers[0].get_ref().keypoint, "nose");
     }

@@ -3,12 +3,14 @@
 //! The binary `reflex` (`src/main.rs`) is a thin CLI over [`pipeline::run`]. The loop's shape is described in
 //! [`pipeline`] and in `ARCHITECTURE.md` at the repository root.
 
+pub mod bench;
 pub mod camera;
 pub mod clock;
 pub mod config;
 pub mod inference;
 pub mod latency;
 pub mod pipeline;
+pub mod realtime;
 pub mod record;
 pub mod report;
 pub mod session;

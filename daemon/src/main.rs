@@ -27,6 +27,22 @@ enum Command {
     /// Run the loop. With no config: the embedded default (synthetic camera, bundled model, simulated
     /// device) for 10 s.
     Run(RunArgs),
+    /// Time each step of a frame (render, pre-process, network, decode) on each inference backend, as fast
+    /// as possible, and print p50/p90/p99/max.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Frames measured per backend.
+    #[arg(long, default_value_t = 500)]
+    frames: usize,
+    /// Backends to measure, comma-separated: onnxruntime, tract.
+    #[arg(long, value_delimiter = ',', value_parser = parse_backend, default_value = "onnxruntime,tract")]
+    backend: Vec<BackendChoice>,
+    /// Inference threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(clap::Args)]
@@ -96,6 +112,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Bench(args) => bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,6 +121,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let opts = reflex_daemon::bench::BenchOptions {
+        frames: args.frames.max(1),
+        warmup: 20,
+        backends: args.backend,
+        model: reflex_daemon::inference::ModelConfig {
+            threads: args.threads.max(1),
+            ..Default::default()
+        },
+    };
+    print!("{}", reflex_daemon::bench::run(&opts)?);
+    Ok(())
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -33,6 +33,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, OutputKind, PredictorKind, line_of};
 use crate::inference::{self, PoseModel};
 use crate::latency::{LatencySet, Stage};
+use crate::realtime;
 use crate::record::{EventRecord, PoseRecord, Stamps, TruthRecord, frame_tag, tag_frame};
 use crate::session::{self, FrameCounts, Summary, WriterInputs};
 
@@ -56,6 +57,8 @@ pub struct Shared {
     pub records_lost: AtomicU64,
     /// Errors the output device reported (e.g. its watchdog expired because the host went silent).
     pub device_errors: AtomicU64,
+    /// The loop threads run with real-time (FIFO) priority.
+    pub realtime: AtomicBool,
     /// Capture thread has finished.
     pub capture_done: AtomicBool,
     /// Inference thread has finished.
@@ -82,6 +85,7 @@ impl Shared {
             processed: AtomicU64::new(0),
             records_lost: AtomicU64::new(0),
             device_errors: AtomicU64::new(0),
+            realtime: AtomicBool::new(false),
             capture_done: AtomicBool::new(false),
             inference_done: AtomicBool::new(false),
             actuation_done: AtomicBool::new(false),
@@ -360,6 +364,25 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
         };
         spawn("reflex-capture", move || stage.run())?
     };
+
+    if config.realtime.enabled {
+        use std::os::unix::thread::JoinHandleExt;
+        let rt = &config.realtime;
+        let threads = [
+            (actuation.as_pthread_t(), rt.actuation_priority),
+            (capture.as_pthread_t(), rt.capture_priority),
+            (inference.as_pthread_t(), rt.inference_priority),
+        ];
+        let refused = threads
+            .iter()
+            .find_map(|&(t, p)| realtime::promote(t, p).err());
+        match refused {
+            None => shared.realtime.store(true, Ordering::Relaxed),
+            Some(e) => (opts.notice)(format!(
+                "note: real-time scheduling refused ({e}); the loop runs at normal priority, so expect larger latency spikes (grant CAP_SYS_NICE or set [realtime] enabled = false)"
+            )),
+        }
+    }
 
     // The caller's thread: end conditions and the status line.
     let start_ns = clock.now_ns();

@@ -31,7 +31,7 @@ pub fn latency_table(summary: &Summary) -> String {
     let f = &summary.frames;
     let _ = writeln!(
         out,
-        "frames: captured {}  processed {}  dropped {} (source skipped {}, stale {}, actuation full {})  backend: {}  events: {}",
+        "frames: captured {}  processed {}  dropped {} (source skipped {}, stale {}, actuation full {})  backend: {}  scheduling: {}  events: {}",
         f.captured,
         f.processed,
         f.dropped,
@@ -39,6 +39,7 @@ pub fn latency_table(summary: &Summary) -> String {
         f.stale,
         f.actuation_full,
         summary.backend,
+        if summary.realtime { "fifo" } else { "normal" },
         summary.events
     );
     let _ = writeln!(

@@ -71,6 +71,8 @@ pub struct Summary {
     pub records_lost: u64,
     /// Errors the output device reported (`device_error` lines in events.jsonl), e.g. watchdog expiries.
     pub device_errors: u64,
+    /// Whether the loop threads ran with real-time (FIFO) priority.
+    pub realtime: bool,
     /// Session length on the host clock (s).
     pub duration_s: f64,
     /// The frame source.
@@ -183,6 +185,7 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
         backend: w.backend.clone(),
         records_lost: 0,
         device_errors: 0,
+        realtime: false,
         duration_s: 0.0,
         source: w.source.clone(),
         complete: false,
@@ -261,6 +264,7 @@ fn fill_summary(
     summary.frames = c;
     summary.records_lost = shared.records_lost.load(Ordering::Relaxed);
     summary.device_errors = shared.device_errors.load(Ordering::Relaxed);
+    summary.realtime = shared.realtime.load(Ordering::Relaxed);
     summary.duration_s = now_ns as f64 / 1e9;
     summary.latency_ns = Stage::ALL
         .iter()

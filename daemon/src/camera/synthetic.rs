@@ -4,6 +4,7 @@
 //! The scene follows the contract in `tools/model/README.md`, which the bundled marker detector is built
 //! for: floor (105,105,105) with ±8 noise, a 12 px wall (70,70,70), a dark ellipse body, and disk markers of
 //! radius 5 px with an antialiased edge in red (nose), green (ear_left), blue (ear_right), yellow (tail_base).
+//! Each frame is rendered ahead and delivered at its exposure time (a camera with zero readout time).
 
 use std::f64::consts::TAU;
 
@@ -220,11 +221,13 @@ impl FrameSource for SyntheticCamera {
             self.skipped += behind;
             due = start + self.next_id * self.period_ns;
         }
-        self.clock.sleep_until(due);
         let id = self.next_id;
         self.next_id += 1;
+        // The scene at the exposure time is known in advance: render first, then deliver at the exposure time,
+        // like a camera with zero readout. `capture` latency then measures the host's wake-up, not our renderer.
         let t_s = id as f64 / self.info.fps;
         self.render(t_s, &mut frame.data, &mut frame.truth);
+        self.clock.sleep_until(due);
         frame.id = id;
         frame.camera = 0;
         frame.t_exposure_ns = due;

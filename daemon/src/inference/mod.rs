@@ -211,7 +211,7 @@ impl PoseModel for DlcModel {
 
 /// Frame pixels → the network input: NHWC float RGB in 0–255, as DeepLabCut-Live feeds a TensorFlow export.
 /// Gray frames are replicated to three channels.
-fn preprocess_rgb(frame: &Frame, input: &mut [f32]) {
+pub fn preprocess_rgb(frame: &Frame, input: &mut [f32]) {
     match frame.format {
         PixelFormat::Rgb8 => {
             for (dst, &src) in input.iter_mut().zip(&frame.data) {
