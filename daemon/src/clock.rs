@@ -1,15 +1,16 @@
 //! Time for every host timestamp: one monotonic clock in nanoseconds.
 //!
 //! All stages read time through [`Clock`], so tests can run the loop on an accelerated or a manual clock
-//! without sleeping. This is the only module allowed to read `Instant::now` or to sleep.
+//! without sleeping. This is the only module allowed to read the OS clock or to sleep.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A monotonic clock in nanoseconds since an arbitrary origin (the start of the session).
+/// A monotonic clock in nanoseconds.
 pub trait Clock: Send + Sync {
-    /// The current time, ns since the clock's origin.
+    /// The current time in ns. For [`MonotonicClock`] at speed 1 this is the host's `CLOCK_MONOTONIC`, the
+    /// clock V4L2 driver timestamps and other programs on the machine use, so stamps line up across tools.
     fn now_ns(&self) -> u64;
     /// Block the calling thread until `now_ns() >= t_ns`. Used only to pace sources (a camera's exposure
     /// clock); loop stages never call it.
@@ -19,29 +20,41 @@ pub trait Clock: Send + Sync {
 /// A shared clock handle, cheap to clone into every thread.
 pub type SharedClock = Arc<dyn Clock>;
 
-/// The host's monotonic clock (CLOCK_MONOTONIC), optionally running faster than real time.
+/// The host's `CLOCK_MONOTONIC` in ns, optionally running faster than real time from the moment it is made.
 ///
-/// `speed` 1.0 is real time; 4.0 makes one clock second pass in 0.25 s of real time, which lets tests run a
-/// 120 fps session quickly while every stage still sees consistent timestamps.
+/// `speed` 1.0 is real time (the raw `CLOCK_MONOTONIC`); 4.0 makes one clock second pass in 0.25 s of real
+/// time, which lets tests run a 120 fps session quickly while every stage sees consistent timestamps.
 #[derive(Debug, Clone)]
 pub struct MonotonicClock {
-    origin: Instant,
+    origin_ns: u64,
     speed: f64,
 }
 
+/// `CLOCK_MONOTONIC` in ns.
+fn monotonic_raw_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // reason for allowing unsafe: FFI to clock_gettime, the one way to read CLOCK_MONOTONIC's value.
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    debug_assert_eq!(rc, 0);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 impl MonotonicClock {
-    /// A real-time clock whose origin is now.
-    #[allow(clippy::disallowed_methods)] // reason: this is the clock module
+    /// The real-time clock: `CLOCK_MONOTONIC` itself.
     pub fn new() -> Self {
         Self::with_speed(1.0)
     }
 
     /// A clock running `speed` times faster than real time (`speed` > 0), origin now.
-    #[allow(clippy::disallowed_methods)] // reason: this is the clock module
     pub fn with_speed(speed: f64) -> Self {
         assert!(speed > 0.0 && speed.is_finite(), "clock speed must be > 0");
         Self {
-            origin: Instant::now(),
+            origin_ns: monotonic_raw_ns(),
             speed,
         }
     }
@@ -54,10 +67,13 @@ impl Default for MonotonicClock {
 }
 
 impl Clock for MonotonicClock {
-    #[allow(clippy::disallowed_methods)] // reason: this is the clock module
     fn now_ns(&self) -> u64 {
-        let real = self.origin.elapsed().as_nanos() as f64;
-        (real * self.speed) as u64
+        let raw = monotonic_raw_ns();
+        if self.speed == 1.0 {
+            raw
+        } else {
+            self.origin_ns + (raw.saturating_sub(self.origin_ns) as f64 * self.speed) as u64
+        }
     }
 
     #[allow(clippy::disallowed_methods)] // reason: pacing a source is the one place that sleeps
@@ -127,6 +143,13 @@ mod tests {
         c.advance_ns(5);
         c.sleep_until(200);
         assert_eq!(c.now_ns(), 200);
+    }
+
+    #[test]
+    fn real_time_clock_is_clock_monotonic() {
+        let c = MonotonicClock::new();
+        let (a, b, d) = (monotonic_raw_ns(), c.now_ns(), monotonic_raw_ns());
+        assert!(a <= b && b <= d);
     }
 
     #[test]

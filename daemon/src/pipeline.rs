@@ -43,6 +43,8 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// The host clock of the session.
     pub clock: SharedClock,
+    /// When the session started, on `clock` (ns); interval-log timestamps and the duration count from here.
+    pub start_ns: u64,
     /// Frames delivered by the source.
     pub captured: AtomicU64,
     /// Frames the source skipped.
@@ -77,6 +79,7 @@ impl Shared {
     fn new(clock: SharedClock) -> Self {
         Self {
             stop: AtomicBool::new(false),
+            start_ns: clock.now_ns(),
             clock,
             captured: AtomicU64::new(0),
             source_skipped: AtomicU64::new(0),

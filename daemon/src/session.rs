@@ -192,6 +192,9 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
         error: None,
     };
     let mut line = String::with_capacity(256);
+    // A summary exists from the start (`complete: false`), so even a session killed in its first second
+    // leaves a valid folder.
+    write_summary(&w.dir, &summary)?;
     let mut last_summary_ns = 0u64;
     let shared = Arc::clone(&w.shared);
     loop {
@@ -221,7 +224,7 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
                     .live_p99_ns
                     .store(e2e.value_at_quantile(0.99), Ordering::Relaxed);
             }
-            let start = Duration::from_nanos(set.start_ns);
+            let start = Duration::from_nanos(set.start_ns.saturating_sub(shared.start_ns));
             let length = Duration::from_nanos(set.end_ns.saturating_sub(set.start_ns));
             for stage in Stage::ALL {
                 let tag = Tag::new(stage.name());
@@ -265,7 +268,7 @@ fn fill_summary(
     summary.records_lost = shared.records_lost.load(Ordering::Relaxed);
     summary.device_errors = shared.device_errors.load(Ordering::Relaxed);
     summary.realtime = shared.realtime.load(Ordering::Relaxed);
-    summary.duration_s = now_ns as f64 / 1e9;
+    summary.duration_s = now_ns.saturating_sub(shared.start_ns) as f64 / 1e9;
     summary.latency_ns = Stage::ALL
         .iter()
         .map(|&s| (s.name().to_string(), Quantiles::of(totals.get(s))))
