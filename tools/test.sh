@@ -9,6 +9,15 @@ if ! python3 -c 'import onnxruntime, onnx, numpy, sys; sys.exit(onnxruntime.__ve
     python3 -m pip install --quiet "onnxruntime==1.31.1" "onnx==1.23.2" "numpy>=1.26"
 fi
 
+# The AVR firmware's tests (firmware-bridge/tests/firmware/) build it with avr-gcc and run it under simavr
+# through a small C harness on libsimavr. Debian packages; we run as root.
+if ! command -v avr-gcc >/dev/null || ! command -v make >/dev/null \
+    || ! [ -e /usr/lib/avr/include/util/crc16.h ] || ! [ -e /usr/include/simavr/sim_avr.h ] \
+    || ! [ -e /usr/include/libelf.h ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make gcc-avr avr-libc simavr libsimavr-dev libelf-dev >/dev/null
+fi
+
 # The committed model is exactly what its generator makes.
 python3 tools/model/make_default_model.py --check
 

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use reflex_plugins::predict::KalmanConfig;
+use reflex_plugins::predict::{KalmanConfig, RobustConfig};
 use reflex_plugins::trigger::ZoneTriggerConfig;
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +69,9 @@ pub enum PredictorKind {
     /// DeepLabCut-Live's constant-acceleration Kalman filter.
     #[default]
     Kalman,
+    /// reflex's robust predictor: constant velocity with likelihood weighting, jump and identity-swap
+    /// rejection (see `reflex eval predict` for how it compares on real data).
+    Robust,
     /// No prediction: triggers see the last measurement.
     None,
 }
@@ -79,8 +82,11 @@ pub enum PredictorKind {
 pub struct PredictorConfig {
     /// Which predictor.
     pub kind: PredictorKind,
-    /// Its parameters (DeepLabCut-Live's names and defaults); `forward` and `adapt` also set the horizon.
+    /// Its parameters (DeepLabCut-Live's names and defaults); `forward` and `adapt` also set the horizon
+    /// for every predictor.
     pub kalman: KalmanConfig,
+    /// Parameters of the robust predictor.
+    pub robust: RobustConfig,
 }
 
 /// Which output device.
@@ -225,6 +231,10 @@ impl Config {
             ));
         }
         self.realtime.validate().map_err(|e| err(None, e))?;
+        self.predictor
+            .robust
+            .validate()
+            .map_err(|e| err(None, format!("predictor.robust: {e}")))?;
         self.predictor
             .kalman
             .validate()

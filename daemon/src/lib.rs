@@ -7,6 +7,8 @@ pub mod bench;
 pub mod camera;
 pub mod clock;
 pub mod config;
+pub mod devices;
+pub mod eval;
 pub mod inference;
 pub mod latency;
 pub mod pipeline;

@@ -30,6 +30,14 @@ enum Command {
     /// Time each step of a frame (render, pre-process, network, decode) on each inference backend, as fast
     /// as possible, and print p50/p90/p99/max.
     Bench(BenchArgs),
+    /// Offline evaluation: `reflex eval predict` scores forward predictors on recorded poses.
+    #[command(subcommand)]
+    Eval(reflex_daemon::eval::EvalCommand),
+    /// List serial ports, with USB vendor/product ids and serial numbers.
+    Devices,
+    /// Talk to the reflex firmware on a serial port: `reflex device ping PORT`, `reflex device pulse PORT`.
+    #[command(subcommand)]
+    Device(reflex_daemon::devices::DeviceCommand),
 }
 
 #[derive(clap::Args)]
@@ -113,6 +121,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Bench(args) => bench(args),
+        Command::Eval(cmd) => reflex_daemon::eval::run_cli(cmd),
+        Command::Devices => reflex_daemon::devices::list_ports(),
+        Command::Device(cmd) => reflex_daemon::devices::run_cli(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

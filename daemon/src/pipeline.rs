@@ -24,7 +24,9 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use reflex_firmware_bridge::{DeviceEvent, Output, OutputCommand, SimConfig, SimulatedDevice};
 use reflex_plugins::pose::Pose;
-use reflex_plugins::predict::{Horizon, KalmanPredictor, LastMeasurement, Predictor};
+use reflex_plugins::predict::{
+    Horizon, KalmanPredictor, LastMeasurement, Predictor, RobustPredictor,
+};
 use reflex_plugins::trigger::{Action, ActionBuf, Trigger, TriggerInput, ZoneTrigger};
 
 use crate::camera::synthetic::SyntheticCamera;
@@ -235,6 +237,10 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
     let (predictor, horizon): (Box<dyn Predictor>, Horizon) = match config.predictor.kind {
         PredictorKind::Kalman => (
             Box::new(KalmanPredictor::new(&config.predictor.kalman).context("[predictor.kalman]")?),
+            config.predictor.kalman.horizon(),
+        ),
+        PredictorKind::Robust => (
+            Box::new(RobustPredictor::new(&config.predictor.robust).context("[predictor.robust]")?),
             config.predictor.kalman.horizon(),
         ),
         PredictorKind::None => (

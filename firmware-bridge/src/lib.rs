@@ -4,8 +4,14 @@
 //! The trait carries no wire-format types, so Pulse Pal, Harp or Bpod drivers can implement it
 //! with their own protocols; our own firmware's driver and the simulator use `reflex-protocol`.
 
+pub mod bpod;
+pub mod harp;
+pub mod pulsepal;
+pub mod serial;
 mod sim;
+pub mod transport;
 
+pub use serial::{SerialConfig, SerialDevice, SerialError};
 pub use sim::{SimConfig, SimProbe, SimulatedDevice};
 
 /// What an output device should do; channels count from 0.

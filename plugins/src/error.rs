@@ -80,6 +80,19 @@ pub enum PluginError {
         /// How many priors were given.
         got: usize,
     },
+
+    /// A parameter of another predictor (e.g. `robust`) is out of its valid range.
+    #[error("{predictor} predictor: `{param}` must be {requirement}, got {value}")]
+    InvalidPredictorParam {
+        /// The predictor's name (`robust`).
+        predictor: &'static str,
+        /// The parameter's name, as in the config.
+        param: &'static str,
+        /// The range it must lie in, in words.
+        requirement: &'static str,
+        /// The configured value.
+        value: f64,
+    },
 }
 
 /// What is wrong with a zone's geometry (all values in pixels).

@@ -6,7 +6,8 @@
 //! - [`Predictor`] (module [`predict`]): fed every measured [`Pose`] with its exposure time,
 //!   asked for the pose at a later host time chosen by a [`Horizon`], to cancel the loop's
 //!   latency. [`LastMeasurement`] is the no-prediction baseline; [`KalmanPredictor`] is a
-//!   DeepLabCut-Live-compatible constant-acceleration Kalman filter.
+//!   DeepLabCut-Live-compatible constant-acceleration Kalman filter; [`RobustPredictor`] is a
+//!   damped constant-velocity filter that rejects outliers and identity swaps.
 //! - [`Trigger`] (module [`trigger`]): looks at the measured and predicted pose of a frame,
 //!   keeps an active/inactive state, and on a change pushes [`Action`]s (levels, pulses,
 //!   marks on logical channels) into an [`ActionBuf`]; the daemon routes them to an output
@@ -24,7 +25,10 @@ pub mod trigger;
 
 pub use error::{PluginError, ZoneError};
 pub use pose::{Keypoint, MAX_KEYPOINTS, Pose};
-pub use predict::{Horizon, KalmanConfig, KalmanPredictor, LastMeasurement, Predictor};
+pub use predict::{
+    Horizon, KalmanConfig, KalmanPredictor, LastMeasurement, Predictor, RobustConfig,
+    RobustPredictor,
+};
 pub use trigger::{
     Action, ActionBuf, OutputMode, Trigger, TriggerInput, Zone, ZoneTrigger, ZoneTriggerConfig,
 };

@@ -547,6 +547,494 @@ fn invert(m: &Mat, n: usize) -> Option<Mat> {
     Some(inv)
 }
 
+/// Parameters of [`RobustPredictor`], in pixels, seconds and likelihood units.
+///
+/// Every field may be omitted in a config file; unknown fields are refused. The defaults were
+/// chosen with `reflex eval predict` on a 25 fps clip of two flies (a SLEAP model's output:
+/// ~5 px median error with a heavy tail and identity swaps); a `meas_sigma_px` of 8–12 and an
+/// `accel_noise` of 200–400 scored alike there. Check them on your own recordings.
+/// See [`RobustPredictor`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RobustConfig {
+    /// Standard deviation of the pose model's position error for a keypoint scored ≥ 1, px.
+    /// A keypoint scored `s` < 1 is trusted as if its error were `meas_sigma_px / √s`.
+    pub meas_sigma_px: f64,
+    /// Intensity of the random acceleration, as the standard deviation a free velocity would
+    /// reach after 1 s, px/s (white-noise acceleration of spectral density `accel_noise²`,
+    /// px²/s³). Larger follows turns and starts faster; smaller smooths more.
+    pub accel_noise: f64,
+    /// Time constant with which the velocity decays toward rest when nothing of the animal is
+    /// measured and in the extrapolation, s: a prediction `h` ahead moves
+    /// `damping_s·(1 − e^(−h/damping_s))·v`, so a stale velocity cannot carry a keypoint far.
+    pub damping_s: f64,
+    /// Keypoints scoring below this likelihood (or with a NaN score) are not measurements.
+    pub min_score: f32,
+    /// Measurements further than this many standard deviations of the innovation from the
+    /// predicted position are rejected as outliers (detector glitches, identity swaps).
+    pub gate_sigma: f64,
+    /// After a keypoint's measurements have been rejected for this long in a row, s, the filter
+    /// restarts at the measurement (the animal really went there, e.g. after a dropout).
+    pub reacquire_s: f64,
+}
+
+impl Default for RobustConfig {
+    /// `meas_sigma_px = 8`, `accel_noise = 200`, `damping_s = 0.15`, `min_score = 0.05`,
+    /// `gate_sigma = 5`, `reacquire_s = 0.2`.
+    fn default() -> Self {
+        RobustConfig {
+            meas_sigma_px: 8.0,
+            accel_noise: 200.0,
+            damping_s: 0.15,
+            min_score: 0.05,
+            gate_sigma: 5.0,
+            reacquire_s: 0.2,
+        }
+    }
+}
+
+impl RobustConfig {
+    /// Check every parameter, naming the first one out of range.
+    pub fn validate(&self) -> Result<(), PluginError> {
+        let check = |param, requirement, value: f64, ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(PluginError::InvalidPredictorParam {
+                    predictor: "robust",
+                    param,
+                    requirement,
+                    value,
+                })
+            }
+        };
+        const POS: &str = "a finite number > 0";
+        let pos = |v: f64| v.is_finite() && v > 0.0;
+        check(
+            "meas_sigma_px",
+            POS,
+            self.meas_sigma_px,
+            pos(self.meas_sigma_px),
+        )?;
+        check("accel_noise", POS, self.accel_noise, pos(self.accel_noise))?;
+        check("damping_s", POS, self.damping_s, pos(self.damping_s))?;
+        check("gate_sigma", POS, self.gate_sigma, pos(self.gate_sigma))?;
+        let r = self.reacquire_s;
+        check(
+            "reacquire_s",
+            "a finite number >= 0",
+            r,
+            r.is_finite() && r >= 0.0,
+        )?;
+        let m = self.min_score;
+        check("min_score", "a finite number", f64::from(m), m.is_finite())?;
+        Ok(())
+    }
+}
+
+/// Lowest score used to weight a measurement (a score of 0 would mean infinite noise).
+const MIN_WEIGHT_SCORE: f64 = 0.05;
+
+/// State of one keypoint in [`RobustPredictor`]: position and velocity per axis, and the
+/// covariance they share (both axes see the same model and the same measurements, so their
+/// covariances are always equal).
+#[derive(Clone, Copy, Debug)]
+struct RobustPoint {
+    /// False until the first usable measurement.
+    live: bool,
+    /// Position, px (x, y).
+    pos: [f64; 2],
+    /// Velocity, px/s (x, y).
+    vel: [f64; 2],
+    /// Covariance of (position, velocity) of one axis: [var p, cov pv, var v] in px², px²/s, px²/s².
+    cov: [f64; 3],
+    /// Score reported with predictions: the accepted measurement's, 0 when none this frame.
+    score: f32,
+    /// Typical distance of this keypoint from the body centre (mean of the animal's live
+    /// keypoints), px, learned from accepted frames; 0 until known.
+    reach_px: f64,
+    /// Where the current run of rejected measurements is (the latest of them), px.
+    candidate: [f64; 2],
+    /// Frame time since which rejected measurements have stayed together at `candidate`.
+    candidate_since_ns: Option<u64>,
+}
+
+const DEAD_POINT: RobustPoint = RobustPoint {
+    live: false,
+    pos: [0.0; 2],
+    vel: [0.0; 2],
+    cov: [0.0; 3],
+    score: 0.0,
+    reach_px: 0.0,
+    candidate: [0.0; 2],
+    candidate_since_ns: None,
+};
+
+/// A measurement of one keypoint this frame, after the score check.
+#[derive(Clone, Copy)]
+struct Measurement {
+    z: [f64; 2],
+    /// Measurement variance, px².
+    r: f64,
+    score: f32,
+}
+
+/// Weight of a new frame in the running estimate of each keypoint's reach (an exponential
+/// average over about 20 accepted frames).
+const REACH_RATE: f64 = 0.05;
+/// Fraction of a keypoint's reach by which posture may change it before the keypoint counts as
+/// detached from the body (on top of the measurement's gate).
+const REACH_SLACK: f64 = 0.5;
+/// Standard deviation of a keypoint's position relative to the body when it is carried along
+/// with the body, as a fraction of its reach.
+const REACH_POSTURE: f64 = 0.25;
+
+/// reflex's own forward predictor: a damped constant-velocity Kalman filter per keypoint with
+/// likelihood-weighted updates and outlier, identity-swap and detached-keypoint rejection.
+///
+/// The model, per keypoint and axis: position and velocity with white-noise acceleration
+/// (`q = accel_noise²`, process noise `q·[[dt³/3, dt²/2], [dt²/2, dt]]`), constant velocity
+/// between measured frames, so steady motion is followed without lag. Only the position is
+/// measured, with variance `meas_sigma_px² / clamp(score, 0.05, 1)`, so a doubtful keypoint
+/// moves the state less (DLC-Live's filter instead "measures" velocity and acceleration as
+/// finite differences of raw positions, which turns every pixel of noise into velocity). The
+/// velocity decays toward rest with time constant `damping_s` (an Ornstein–Uhlenbeck
+/// velocity: `[[1, τ(1 − e^(−dt/τ))], [0, e^(−dt/τ)]]`) while the animal goes unseen and in
+/// the extrapolation to the asked time.
+///
+/// Robustness, per frame:
+/// - *Jumps*: a measurement further than `gate_sigma` standard deviations of the innovation
+///   from the predicted position is rejected.
+/// - *Identity swaps*: if most of an animal's measured keypoints jump together, the frame is
+///   taken as a swap (or a whole-body glitch) and all of its measurements are rejected.
+/// - *Re-acquisition*: rejected measurements that stay together for `reacquire_s` restart the
+///   keypoint there: the animal really went there (e.g. after a dropout or a fast move).
+/// - *Detached keypoints*: each keypoint learns its typical distance from the body centre; a
+///   rejected measurement much further from (or closer to) the centre than that, e.g. a head
+///   detected on the other animal while the thorax is right, never restarts the keypoint, even
+///   if it stays there; the keypoint follows the body instead.
+/// - *Whole-body motion*: a keypoint without an accepted measurement moves with the mean
+///   correction and velocity of the animal's accepted keypoints (a rigid translation); with
+///   none, it coasts with decaying velocity and growing uncertainty (so its gate widens). Its
+///   score is reported as 0.
+///
+/// Which to use when: `robust` for triggering on detector output (noisy, with low-score frames,
+/// jumps and identity swaps) at horizons up to a few frames; [`KalmanPredictor`] to reproduce
+/// a DeepLabCut-Live setup exactly; [`LastMeasurement`] when latency is below a frame's motion.
+/// Like the others it is per animal (one instance per track), computes in f64 on inline
+/// arrays and never allocates after [`RobustPredictor::new`].
+#[derive(Clone, Debug)]
+pub struct RobustPredictor {
+    cfg: RobustConfig,
+    /// White-noise acceleration spectral density `accel_noise²`, px²/s³.
+    q: f64,
+    /// Time of the frame the state describes; `None` before the first frame.
+    last_frame_ns: Option<u64>,
+    /// Number of leading points that may be live (the longest pose observed).
+    n_points: usize,
+    points: [RobustPoint; MAX_KEYPOINTS],
+}
+
+impl RobustPredictor {
+    /// A predictor with the given parameters, after checking them.
+    pub fn new(cfg: &RobustConfig) -> Result<Self, PluginError> {
+        cfg.validate()?;
+        Ok(RobustPredictor {
+            cfg: cfg.clone(),
+            q: cfg.accel_noise * cfg.accel_noise,
+            last_frame_ns: None,
+            n_points: 0,
+            points: [DEAD_POINT; MAX_KEYPOINTS],
+        })
+    }
+
+    /// Distance and gain factors of the damped motion over `dt_s`: (e^(−dt/τ), τ(1 − e^(−dt/τ))).
+    fn damp(&self, dt_s: f64) -> (f64, f64) {
+        let a = (-dt_s / self.cfg.damping_s).exp();
+        (a, self.cfg.damping_s * (1.0 - a))
+    }
+
+    /// Restart `pt` at measurement `m`: at rest, with the velocity's stationary variance; its
+    /// learned reach is kept.
+    fn restart(&self, pt: &mut RobustPoint, m: &Measurement) {
+        *pt = RobustPoint {
+            live: true,
+            pos: m.z,
+            vel: [0.0; 2],
+            cov: [m.r, 0.0, self.q * self.cfg.damping_s / 2.0],
+            score: m.score,
+            reach_px: pt.reach_px,
+            candidate: m.z,
+            candidate_since_ns: None,
+        };
+    }
+
+    /// Mean position of the first `n_points` live points, or `None` if fewer than two are live.
+    fn centre(&self) -> Option<[f64; 2]> {
+        let mut sum = [0.0; 2];
+        let mut n = 0usize;
+        for pt in self.points[..self.n_points].iter().filter(|p| p.live) {
+            sum[0] += pt.pos[0];
+            sum[1] += pt.pos[1];
+            n += 1;
+        }
+        (n >= 2).then(|| [sum[0] / n as f64, sum[1] / n as f64])
+    }
+}
+
+/// Kalman time update of one point over `dt_s`: velocity factor `a` (e^(−dt/τ), or 1 for
+/// constant velocity), velocity-to-position gain `b` (τ(1 − a), or `dt_s`), white-noise
+/// acceleration of spectral density `q` (px²/s³).
+fn time_update(pt: &mut RobustPoint, a: f64, b: f64, q: f64, dt_s: f64) {
+    let [pp, pv, vv] = pt.cov;
+    for k in 0..2 {
+        pt.pos[k] += b * pt.vel[k];
+        pt.vel[k] *= a;
+    }
+    pt.cov = [
+        pp + 2.0 * b * pv + b * b * vv + q * dt_s.powi(3) / 3.0,
+        a * (pv + b * vv) + q * dt_s * dt_s / 2.0,
+        a * a * vv + q * dt_s,
+    ];
+}
+
+/// What happened to one keypoint's measurement in a frame.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// No usable measurement.
+    None,
+    /// Accepted: the filter was updated (or started) with it.
+    Accepted,
+    /// Further from the prediction than the gate (or rejected with the whole animal).
+    Jump,
+    /// Further from the prediction than the gate, and not where it sits on the body: never a
+    /// candidate for a restart.
+    Detached,
+}
+
+impl Predictor for RobustPredictor {
+    fn name(&self) -> &'static str {
+        "robust"
+    }
+
+    fn observe(&mut self, measured: &Pose, frame_time_ns: u64) {
+        let dt_s = match self.last_frame_ns {
+            Some(last_ns) if frame_time_ns <= last_ns => return, // stale or repeated frame
+            Some(last_ns) => (frame_time_ns - last_ns) as f64 / NS_PER_S,
+            None => 0.0,
+        };
+        self.last_frame_ns = Some(frame_time_ns);
+        let n = self.n_points.max(measured.len());
+        self.n_points = n;
+        let q = self.q;
+        let sigma2 = self.cfg.meas_sigma_px * self.cfg.meas_sigma_px;
+        let gate2 = self.cfg.gate_sigma * self.cfg.gate_sigma;
+        // The state before this frame, for points that end up coasting (step 4).
+        let before = self.points;
+
+        // 1. Time update of every live point, constant velocity: a measured point is predicted
+        // undamped, so steady motion is tracked without lag.
+        let mut meas: [Option<Measurement>; MAX_KEYPOINTS] = [None; MAX_KEYPOINTS];
+        for (i, m) in meas.iter_mut().enumerate().take(n) {
+            *m = measured
+                .points()
+                .get(i)
+                .filter(|p| !p.is_missing() && p.score >= self.cfg.min_score) // false for NaN
+                .map(|p| Measurement {
+                    z: [f64::from(p.x), f64::from(p.y)],
+                    r: sigma2 / f64::from(p.score).clamp(MIN_WEIGHT_SCORE, 1.0),
+                    score: p.score,
+                });
+            let pt = &mut self.points[i];
+            if pt.live {
+                time_update(pt, 1.0, dt_s, q, dt_s);
+            }
+        }
+
+        // 2. Gate every measurement against its prediction. A rejected one is also checked
+        // against the body: its distance from the body centre (this frame's measurements, the
+        // prediction where there is none) must match the keypoint's learned reach.
+        let centre = {
+            let (mut sum, mut count) = ([0.0; 2], 0usize);
+            for (pt, m) in self.points[..n].iter().zip(&meas).filter(|(p, _)| p.live) {
+                let at = m.map_or(pt.pos, |m| m.z);
+                sum[0] += at[0];
+                sum[1] += at[1];
+                count += 1;
+            }
+            (count >= 2).then(|| [sum[0] / count as f64, sum[1] / count as f64])
+        };
+        let mut verdict = [Verdict::None; MAX_KEYPOINTS];
+        let (mut gated, mut jumps) = (0usize, 0usize);
+        for i in 0..n {
+            let (Some(m), pt) = (meas[i], &self.points[i]) else {
+                continue;
+            };
+            if !pt.live {
+                verdict[i] = Verdict::Accepted;
+                continue;
+            }
+            let s = pt.cov[0] + m.r;
+            let d2 = ((m.z[0] - pt.pos[0]).powi(2) + (m.z[1] - pt.pos[1]).powi(2)) / s;
+            gated += 1;
+            // A NaN distance (never from finite state) counts as a jump.
+            verdict[i] = if d2.is_nan() || d2 > gate2 {
+                jumps += 1;
+                let detached = centre.is_some_and(|c| {
+                    let reach = (m.z[0] - c[0]).hypot(m.z[1] - c[1]);
+                    // The measurement's own noise only: the prediction's uncertainty says nothing
+                    // about where the keypoint sits on the body.
+                    let slack = self.cfg.gate_sigma * m.r.sqrt() + REACH_SLACK * pt.reach_px;
+                    pt.reach_px > 0.0 && (reach - pt.reach_px).abs() > slack
+                });
+                if detached {
+                    Verdict::Detached
+                } else {
+                    Verdict::Jump
+                }
+            } else {
+                Verdict::Accepted
+            };
+        }
+        // Most of the body jumped at once: an identity swap or a whole-animal glitch.
+        let swap = gated >= 2 && 2 * jumps > gated;
+
+        // 3. Measurement update, rejection and restarts.
+        let mut shift = [0.0; 2];
+        let mut vel = [0.0; 2];
+        let mut cov = [0.0; 3];
+        let mut accepted = 0usize;
+        for i in 0..n {
+            let Some(m) = meas[i] else {
+                self.points[i].score = 0.0;
+                continue;
+            };
+            let mut pt = self.points[i];
+            if !pt.live {
+                self.restart(&mut pt, &m);
+            } else if swap || verdict[i] != Verdict::Accepted {
+                // Rejected. Rejections that stay together become a candidate for a restart.
+                let near = (m.z[0] - pt.candidate[0]).hypot(m.z[1] - pt.candidate[1])
+                    <= 2.0 * self.cfg.gate_sigma * m.r.sqrt();
+                let since = match pt.candidate_since_ns {
+                    Some(since) if near => since,
+                    _ => frame_time_ns,
+                };
+                pt.candidate = m.z;
+                pt.candidate_since_ns = Some(since);
+                pt.score = 0.0;
+                let held_s = (frame_time_ns - since) as f64 / NS_PER_S;
+                verdict[i] = if held_s >= self.cfg.reacquire_s && verdict[i] != Verdict::Detached {
+                    self.restart(&mut pt, &m);
+                    Verdict::Accepted
+                } else {
+                    Verdict::Jump
+                };
+            } else {
+                let [pp, pv, vv] = pt.cov;
+                let s = pp + m.r;
+                let (k0, k1) = (pp / s, pv / s);
+                for k in 0..2 {
+                    let innovation = m.z[k] - pt.pos[k];
+                    pt.pos[k] += k0 * innovation;
+                    pt.vel[k] += k1 * innovation;
+                    shift[k] += k0 * innovation;
+                    vel[k] += pt.vel[k];
+                }
+                pt.cov = [(1.0 - k0) * pp, (1.0 - k0) * pv, vv - k1 * pv];
+                for (sum, c) in cov.iter_mut().zip(&pt.cov) {
+                    *sum += c;
+                }
+                pt.score = m.score;
+                pt.candidate_since_ns = None;
+                accepted += 1;
+            }
+            self.points[i] = pt;
+        }
+
+        // 4. Keypoints not updated move with the body: the mean correction and velocity of the
+        // accepted ones (a rigid translation), and are as certain as those, up to a change of
+        // posture (a quarter of their reach), so that their gate does not open wide while the
+        // body is in view.
+        if accepted > 0 {
+            let k = accepted as f64;
+            for (pt, v) in self.points[..n].iter_mut().zip(&verdict) {
+                if pt.live && *v != Verdict::Accepted {
+                    for ax in 0..2 {
+                        pt.pos[ax] += shift[ax] / k;
+                        pt.vel[ax] = vel[ax] / k;
+                    }
+                    let posture_var = (REACH_POSTURE * pt.reach_px).powi(2);
+                    pt.cov = [cov[0] / k + posture_var, cov[1] / k, cov[2] / k];
+                }
+            }
+        } else {
+            // Nothing of the body seen: points coast with damped velocity.
+            let (a, b) = self.damp(dt_s);
+            for ((pt, v), old) in self.points[..n].iter_mut().zip(&verdict).zip(&before) {
+                if pt.live && old.live && *v != Verdict::Accepted {
+                    let (score, candidate, since) = (pt.score, pt.candidate, pt.candidate_since_ns);
+                    *pt = *old;
+                    time_update(pt, a, b, q, dt_s);
+                    (pt.score, pt.candidate, pt.candidate_since_ns) = (score, candidate, since);
+                }
+            }
+        }
+
+        // 5. Learn each accepted keypoint's reach from the body centre.
+        if let Some(c) = self.centre() {
+            for (pt, v) in self.points[..n].iter_mut().zip(&verdict) {
+                if *v == Verdict::Accepted && pt.live {
+                    let reach = (pt.pos[0] - c[0]).hypot(pt.pos[1] - c[1]);
+                    pt.reach_px = if pt.reach_px > 0.0 {
+                        pt.reach_px + REACH_RATE * (reach - pt.reach_px)
+                    } else {
+                        reach
+                    };
+                }
+            }
+        }
+
+        // A non-finite state (only reachable through absurd inputs) restarts the point.
+        for pt in &mut self.points[..n] {
+            let finite = pt
+                .pos
+                .iter()
+                .chain(&pt.vel)
+                .chain(&pt.cov)
+                .all(|v| v.is_finite())
+                && pt.reach_px.is_finite();
+            if pt.live && !finite {
+                *pt = DEAD_POINT;
+            }
+        }
+    }
+
+    fn predict(&mut self, at_ns: u64, out: &mut Pose) {
+        let horizon_s = self.last_frame_ns.map_or(0.0, |last_ns| {
+            at_ns.saturating_sub(last_ns) as f64 / NS_PER_S
+        });
+        let (_, b) = self.damp(horizon_s);
+        for (slot, pt) in out.points_mut().iter_mut().zip(&self.points) {
+            *slot = if pt.live {
+                Keypoint::new(
+                    (pt.pos[0] + b * pt.vel[0]) as f32,
+                    (pt.pos[1] + b * pt.vel[1]) as f32,
+                    pt.score,
+                )
+            } else {
+                Keypoint::MISSING
+            };
+        }
+    }
+
+    fn reset(&mut self) {
+        self.last_frame_ns = None;
+        self.n_points = 0;
+        self.points = [DEAD_POINT; MAX_KEYPOINTS];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1002,5 +1490,167 @@ mod tests {
         lm.predict(1_000, &mut out);
         assert!(out.points()[0].is_missing());
         assert_eq!(lm.name(), "last_measurement");
+    }
+
+    fn robust() -> RobustPredictor {
+        RobustPredictor::new(&RobustConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn robust_predicts_constant_velocity_ahead() {
+        let truth = |t: f64| (100.0 + 200.0 * t, 300.0 - 120.0 * t); // 233 px/s
+        for fps in [25.0, 100.0] {
+            for forward_ms in [20, 40, 80] {
+                let r = worst_error(&mut robust(), truth, fps, 300, 150, forward_ms * MS);
+                let last = worst_error(
+                    &mut LastMeasurement::new(),
+                    truth,
+                    fps,
+                    300,
+                    150,
+                    forward_ms * MS,
+                );
+                assert!(
+                    r * 4.0 < last,
+                    "{fps} fps {forward_ms} ms: robust {r} px vs last {last} px"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn robust_rejects_identity_swaps_and_reacquires_real_jumps() {
+        // Two keypoints at rest; at 25 fps frames 40..43 (120 ms) come from another animal 150 px away
+        // (an identity swap, both keypoints at once), then from frame 100 on the animal really is there.
+        let mut r = robust();
+        let mut out = Pose::new(2);
+        let at = |k: u64| k * 40 * MS;
+        for k in 0..200u64 {
+            let offset = if (40..43).contains(&k) || k >= 100 {
+                150.0
+            } else {
+                0.0
+            };
+            let mut p = Pose::new(2);
+            p.points_mut()[0] = Keypoint::new(100.0 + offset, 100.0, 0.9);
+            p.points_mut()[1] = Keypoint::new(120.0 + offset, 100.0, 0.9);
+            r.observe(&p, at(k));
+            r.predict(at(k) + 40 * MS, &mut out);
+            let x = out.points()[0].x;
+            if k < 100 {
+                assert!((x - 100.0).abs() < 0.01, "frame {k}: swap leaked, x = {x}");
+            }
+            if k >= 100 + 6 {
+                // Restarted after `reacquire_s` (0.2 s = 5 frames) and settled.
+                assert!(
+                    (x - 250.0).abs() < 1.0,
+                    "frame {k}: not reacquired, x = {x}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn robust_whole_body_jump_rejects_the_keypoints_that_agree_by_chance() {
+        // Three keypoints; on frame 30 two of them jump far (a swap with an animal whose third keypoint
+        // happens to lie where ours is): all three measurements of that frame are ignored.
+        let mut a = robust();
+        let mut b = robust();
+        for k in 0..40u64 {
+            let mut p = Pose::new(3);
+            p.points_mut()[0] = Keypoint::new(10.0 + k as f32, 10.0, 0.9);
+            p.points_mut()[1] = Keypoint::new(30.0 + k as f32, 10.0, 0.9);
+            p.points_mut()[2] = Keypoint::new(50.0 + k as f32, 10.0, 0.9);
+            let mut q = p;
+            if k == 30 {
+                q.points_mut()[0].x += 200.0;
+                q.points_mut()[1].x += 200.0;
+                q.points_mut()[2].x += 3.0;
+                p = Pose::new(3); // `b` sees nothing on that frame
+            }
+            a.observe(&q, k * 10 * MS);
+            b.observe(&p, k * 10 * MS);
+        }
+        let (mut pa, mut pb) = (Pose::new(3), Pose::new(3));
+        a.predict(400 * MS, &mut pa);
+        b.predict(400 * MS, &mut pb);
+        for (x, y) in pa.points().iter().zip(pb.points()) {
+            assert!((x.x - y.x).abs() < 1e-4, "{pa:?} vs {pb:?}");
+        }
+    }
+
+    #[test]
+    fn robust_weights_by_likelihood_and_ignores_low_scores() {
+        // A noisy point alternating ±10 px: low-score measurements move the estimate less.
+        let run = |score: f32| {
+            let mut r = robust();
+            let mut out = Pose::new(1);
+            let mut worst: f32 = 0.0;
+            for k in 0..200u64 {
+                let x = 100.0 + if k % 2 == 0 { 10.0 } else { -10.0 };
+                r.observe(&pose1(x, 50.0, score), k * 40 * MS);
+                r.predict(k * 40 * MS, &mut out);
+                if k > 50 {
+                    worst = worst.max((out.points()[0].x - 100.0).abs());
+                }
+            }
+            worst
+        };
+        assert!(run(0.2) < run(1.0), "{} vs {}", run(0.2), run(1.0));
+        // Below `min_score`: no measurement at all.
+        let mut r = robust();
+        let mut out = Pose::new(1);
+        r.observe(&pose1(1.0, 2.0, 0.01), 0);
+        r.predict(0, &mut out);
+        assert!(out.points()[0].is_missing());
+    }
+
+    #[test]
+    fn robust_survives_nan_missing_and_stale_input() {
+        let mut r = robust();
+        let bad = [
+            Keypoint::MISSING,
+            Keypoint::new(f32::NAN, 3.0, 0.9),
+            Keypoint::new(3.0, f32::INFINITY, 0.9),
+            Keypoint::new(3.0, 4.0, f32::NAN),
+            Keypoint::new(1e30, -1e30, 0.9),
+        ];
+        let mut out = Pose::new(1);
+        for k in 0..300u64 {
+            let t_ns = 1_000 * MS + k * 10 * MS;
+            let mut p = pose1(10.0 + k as f32, 20.0, 0.9);
+            if k % 3 == 1 {
+                p.points_mut()[0] = bad[(k as usize / 3) % bad.len()];
+            }
+            r.observe(&p, t_ns);
+            r.observe(&p, t_ns - 5 * MS); // stale: ignored
+            r.predict(t_ns + 20 * MS, &mut out);
+            let q = out.points()[0];
+            assert!(q.x.is_finite() && q.y.is_finite(), "frame {k}: {q:?}");
+            if k > 100 {
+                assert!((q.x - (12.0 + k as f32)).abs() < 2.0, "frame {k}: {q:?}");
+            }
+        }
+        r.reset();
+        r.predict(0, &mut out);
+        assert!(out.points()[0].is_missing());
+        assert_eq!(r.name(), "robust");
+    }
+
+    #[test]
+    fn robust_config_is_checked_and_parsed() {
+        let err = RobustPredictor::new(&RobustConfig {
+            damping_s: 0.0,
+            ..RobustConfig::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "robust predictor: `damping_s` must be a finite number > 0, got 0"
+        );
+        let cfg: RobustConfig = toml::from_str("gate_sigma = 3.5").unwrap();
+        assert_eq!(cfg.gate_sigma, 3.5);
+        assert_eq!(cfg.damping_s, RobustConfig::default().damping_s);
+        assert!(toml::from_str::<RobustConfig>("gate = 3").is_err());
     }
 }

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use reflex_plugins::{
     ActionBuf, Horizon, KalmanConfig, KalmanPredictor, Keypoint, LastMeasurement, OutputMode, Pose,
-    Predictor, Trigger, TriggerInput, Zone, ZoneTrigger, ZoneTriggerConfig,
+    Predictor, RobustConfig, RobustPredictor, Trigger, TriggerInput, Zone, ZoneTrigger,
+    ZoneTriggerConfig,
 };
 
 /// Heap operations (alloc, realloc, alloc_zeroed) made while counting was on.
@@ -68,9 +69,10 @@ fn per_frame_calls_do_not_allocate() {
         forward_ns: 30_000_000,
         adapt: true,
     };
-    let mut predictors: [Box<dyn Predictor>; 2] = [
+    let mut predictors: [Box<dyn Predictor>; 3] = [
         Box::new(KalmanPredictor::new(&kalman_cfg).unwrap()),
         Box::new(LastMeasurement::new()),
+        Box::new(RobustPredictor::new(&RobustConfig::default()).unwrap()),
     ];
     let trigger_cfg = |name: &str, keypoint: &str, mode| ZoneTriggerConfig {
         name: name.into(),

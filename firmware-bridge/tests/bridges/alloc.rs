@@ -1,0 +1,162 @@
+//! Proves that `send`, `poll`, `request_sync` and `all_off` of every bridge allocate nothing after
+//! `connect` (the fake devices reserve their buffers up front, so only the bridge is counted).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use reflex_firmware_bridge::bpod::{Bpod, BpodConfig, BpodPort};
+use reflex_firmware_bridge::harp::{Harp, HarpConfig};
+use reflex_firmware_bridge::pulsepal::{PulsePal, PulsePalConfig};
+use reflex_firmware_bridge::{DeviceEvent, Output, OutputCommand};
+
+use crate::fake::{BpodModel, Fake, HarpModel, PulsePalModel};
+
+thread_local! {
+    /// Allocations made by this thread while counting is on (other test threads don't count).
+    static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+struct Counting;
+
+// SAFETY: every call is forwarded unchanged to `System`; the counter is a const-initialised
+// thread-local `Cell`, which neither allocates nor takes locks.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        bump();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        bump();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        bump();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+fn bump() {
+    let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `f` and returns how many allocations it made on this thread.
+fn allocations(f: impl FnOnce()) -> u64 {
+    COUNT.with(|c| c.set(Some(0)));
+    f();
+    COUNT.with(|c| c.replace(None)).unwrap_or(0)
+}
+
+/// The commands each bridge accepts, in a repeating mix.
+fn drive(
+    device: &mut dyn Output,
+    commands: &[OutputCommand],
+    sync: bool,
+    fake_clear: &dyn Fn(),
+) -> u64 {
+    let mut acks = 0;
+    for i in 0..2_000u32 {
+        let command = commands[i as usize % commands.len()];
+        device.send(command, i).unwrap();
+        device.heartbeat().unwrap();
+        if sync {
+            device.request_sync().unwrap();
+        }
+        device
+            .poll(&mut |e| {
+                if matches!(e, DeviceEvent::Ack { .. }) {
+                    acks += 1;
+                }
+            })
+            .unwrap();
+        if i % 100 == 0 {
+            fake_clear();
+        }
+    }
+    device.all_off().unwrap();
+    acks
+}
+
+#[test]
+fn bridges_allocate_nothing_per_command() {
+    let counted = allocations(|| drop(std::hint::black_box(Vec::<u8>::with_capacity(8))));
+    assert_eq!(
+        counted, 1,
+        "the counting allocator itself must see allocations"
+    );
+
+    // Widths alternate so the bridges reprogram the device (the slow path) as often as not.
+    let commands = [
+        OutputCommand::Pulse {
+            channel: 0,
+            width_us: 1_000,
+        },
+        OutputCommand::Pulse {
+            channel: 0,
+            width_us: 2_000,
+        },
+        OutputCommand::SetLevel {
+            channel: 1,
+            high: true,
+        },
+        OutputCommand::SetLevel {
+            channel: 1,
+            high: false,
+        },
+        OutputCommand::AllOff,
+    ];
+
+    let fake = Fake::new(PulsePalModel::new(21));
+    let mut pulse_pal = PulsePal::connect(fake.clone(), PulsePalConfig::default()).unwrap();
+    let mut train = commands.to_vec();
+    train.push(OutputCommand::PulseTrain {
+        channel: 2,
+        period_us: 10_000,
+        width_us: 1_000,
+        count: 3,
+    });
+    let n = allocations(|| {
+        drive(&mut pulse_pal, &train, false, &|| fake.clear_written());
+    });
+    assert_eq!(n, 0, "Pulse Pal allocated {n} times");
+
+    let fake = Fake::new(HarpModel::behavior());
+    let mut harp = Harp::connect(fake.clone(), HarpConfig::behavior()).unwrap();
+    let mut acks = 0;
+    let n = allocations(|| {
+        acks = drive(&mut harp, &commands, true, &|| fake.clear_written());
+    });
+    assert_eq!(n, 0, "Harp allocated {n} times");
+    assert_eq!(acks, 2_000);
+
+    let fake = Fake::new(BpodModel::main_port(0));
+    let config = BpodConfig {
+        port: BpodPort::Primary,
+        all_off_soft_code: Some(9),
+        ..BpodConfig::default()
+    };
+    let mut bpod = Bpod::connect(fake.clone(), config).unwrap();
+    let pulses = [
+        OutputCommand::Pulse {
+            channel: 3,
+            width_us: 1,
+        },
+        OutputCommand::AllOff,
+    ];
+    let n = allocations(|| {
+        drive(&mut bpod, &pulses, false, &|| fake.clear_written());
+    });
+    assert_eq!(n, 0, "Bpod allocated {n} times");
+}
