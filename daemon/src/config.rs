@@ -96,6 +96,8 @@ pub enum OutputKind {
     /// The in-process simulated device.
     #[default]
     Simulated,
+    /// reflex's own firmware (firmware-bridge/firmware/) on a serial port: `[output.serial]`.
+    Serial,
 }
 
 /// `[output]`.
@@ -108,6 +110,30 @@ pub struct OutputConfig {
     pub heartbeat_ms: u32,
     /// Settings of the simulated device.
     pub simulated: SimulatedOutputConfig,
+    /// Settings of a serial device running reflex's firmware.
+    pub serial: SerialOutputConfig,
+}
+
+/// `[output.serial]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SerialOutputConfig {
+    /// The serial port, e.g. `/dev/ttyACM0` (list them with `reflex devices`).
+    pub port: String,
+    /// Line speed (the firmware's default is 500000).
+    pub baud_rate: u32,
+    /// How long to wait for the device's handshake (ms); an Arduino resets when the port opens.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for SerialOutputConfig {
+    fn default() -> Self {
+        Self {
+            port: String::new(),
+            baud_rate: 500_000,
+            handshake_timeout_ms: 3000,
+        }
+    }
 }
 
 impl Default for OutputConfig {
@@ -116,6 +142,7 @@ impl Default for OutputConfig {
             kind: OutputKind::Simulated,
             heartbeat_ms: 10,
             simulated: SimulatedOutputConfig::default(),
+            serial: SerialOutputConfig::default(),
         }
     }
 }
@@ -231,6 +258,12 @@ impl Config {
             ));
         }
         self.realtime.validate().map_err(|e| err(None, e))?;
+        if self.output.kind == OutputKind::Serial && self.output.serial.port.is_empty() {
+            return Err(err(
+                None,
+                "output.serial.port is empty: name the serial port of the device (`reflex devices` lists them)".into(),
+            ));
+        }
         self.predictor
             .robust
             .validate()
@@ -249,7 +282,9 @@ impl Config {
                     format!("trigger `{}` is defined twice", cfg.name),
                 ));
             }
-            if cfg.channel >= self.output.simulated.channels {
+            if self.output.kind == OutputKind::Simulated
+                && cfg.channel >= self.output.simulated.channels
+            {
                 return Err(err(
                     line,
                     format!(

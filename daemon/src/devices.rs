@@ -109,6 +109,18 @@ fn open(args: &PortArgs) -> anyhow::Result<SerialDevice> {
     Ok(device)
 }
 
+/// One clock-sync exchange: the device's µs time when it answered.
+fn device_time(device: &mut SerialDevice, clock: &MonotonicClock) -> anyhow::Result<u64> {
+    let seq = device.request_sync().context("sending a sync request")?;
+    wait_for(device, clock, "sync reply", 0, |event| match *event {
+        DeviceEvent::SyncReply {
+            seq: s,
+            device_time_us,
+        } if s == seq => Some(device_time_us),
+        _ => None,
+    })
+}
+
 /// Polls `device` until `want` picks a value out of an event; device errors are printed, a
 /// silent device is an error after [`REPLY_TIMEOUT_NS`] + `extra_ns`.
 fn wait_for<T>(
@@ -157,14 +169,7 @@ fn ping(args: &PingArgs) -> anyhow::Result<()> {
     let start_ns = clock.now_ns();
     for _ in 0..args.count {
         let sent_ns = clock.now_ns();
-        let seq = device.request_sync().context("sending a sync request")?;
-        let device_us = wait_for(&mut device, &clock, "sync reply", 0, |event| match *event {
-            DeviceEvent::SyncReply {
-                seq: s,
-                device_time_us,
-            } if s == seq => Some(device_time_us),
-            _ => None,
-        })?;
+        let device_us = device_time(&mut device, &clock)?;
         round_trips_ns.push(clock.now_ns() - sent_ns);
         first_device_us.get_or_insert(device_us);
         last_device_us = device_us;
@@ -233,14 +238,7 @@ fn pulse(args: &PulseArgs) -> anyhow::Result<()> {
     // driver turns every output off.
     let end_us = rise_us + u64::from(width_us);
     loop {
-        let seq = device.request_sync().context("sending a sync request")?;
-        let now_us = wait_for(&mut device, &clock, "sync reply", 0, |event| match *event {
-            DeviceEvent::SyncReply {
-                seq: s,
-                device_time_us,
-            } if s == seq => Some(device_time_us),
-            _ => None,
-        })?;
+        let now_us = device_time(&mut device, &clock)?;
         if now_us >= end_us {
             return Ok(());
         }

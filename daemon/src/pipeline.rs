@@ -22,7 +22,9 @@ use std::thread::{self, JoinHandle, Thread};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use reflex_firmware_bridge::{DeviceEvent, Output, OutputCommand, SimConfig, SimulatedDevice};
+use reflex_firmware_bridge::{
+    DeviceEvent, Output, OutputCommand, SerialConfig, SerialDevice, SimConfig, SimulatedDevice,
+};
 use reflex_plugins::pose::Pose;
 use reflex_plugins::predict::{
     Horizon, KalmanPredictor, LastMeasurement, Predictor, RobustPredictor,
@@ -252,6 +254,18 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
         ),
     };
     let output: Box<dyn Output> = match config.output.kind {
+        OutputKind::Serial => {
+            let c = &config.output.serial;
+            let serial = SerialConfig {
+                baud_rate: c.baud_rate,
+                handshake_timeout_ms: c.handshake_timeout_ms,
+                ..SerialConfig::default()
+            };
+            Box::new(
+                SerialDevice::open(&c.port, &serial)
+                    .with_context(|| format!("opening the output device on {}", c.port))?,
+            )
+        }
         OutputKind::Simulated => {
             let c = &config.output.simulated;
             let host_clock = Arc::clone(&clock);
@@ -266,6 +280,22 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
             ))
         }
     };
+
+    // A real device says how many channels it has only in its handshake.
+    for t in &config.triggers {
+        let channels = output.info().channels;
+        if t.get_ref().channel >= channels {
+            return Err(anyhow!(
+                "{} line {}: trigger `{}`: channel {} does not exist ({} has channels 0..{})",
+                opts.config_file,
+                line_of(&opts.config_text, t.span().start),
+                t.get_ref().name,
+                t.get_ref().channel,
+                output.info().name,
+                channels.saturating_sub(1)
+            ));
+        }
+    }
 
     let dir = session::create_dir(opts.out.as_deref(), Path::new(&config.session.dir))
         .with_context(|| {

@@ -169,3 +169,37 @@ fn print_default_config_is_the_embedded_default_and_runs_as_a_file() {
     assert_eq!(summary["frames"]["captured"], 30);
     assert_eq!(summary["complete"], true);
 }
+
+#[test]
+fn a_missing_serial_output_device_is_named_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rig =
+        "[output]\nkind = \"serial\"\n\n[output.serial]\nport = \"/dev/no-such-reflex-port\"\n";
+    std::fs::write(tmp.path().join("rig.toml"), rig).unwrap();
+    let out = reflex(
+        &[
+            "run",
+            "--config",
+            "rig.toml",
+            "--frames",
+            "1",
+            "--out",
+            "s",
+            "--backend",
+            "tract",
+        ],
+        tmp.path(),
+    );
+    let err = failure(&out);
+    assert!(err.contains("/dev/no-such-reflex-port"), "{err}");
+    assert!(
+        !tmp.path().join("s").exists(),
+        "no session folder for a run that never started"
+    );
+    std::fs::write(tmp.path().join("rig.toml"), "[output]\nkind = \"serial\"\n").unwrap();
+    let err = failure(&reflex(
+        &["run", "--config", "rig.toml", "--frames", "1"],
+        tmp.path(),
+    ));
+    assert!(err.contains("output.serial.port"), "{err}");
+}

@@ -244,3 +244,48 @@ pub trait Output: Send {
     /// Turns every output off (used on shutdown, panic and error paths).
     fn all_off(&mut self) -> Result<(), OutputError>;
 }
+
+impl From<reflex_protocol::device_to_host::ErrorCode> for DeviceError {
+    fn from(code: reflex_protocol::device_to_host::ErrorCode) -> Self {
+        use reflex_protocol::device_to_host::ErrorCode;
+        match code {
+            ErrorCode::BadCrc => DeviceError::BadCrc,
+            ErrorCode::BadFrame => DeviceError::BadFrame,
+            ErrorCode::UnknownCommand => DeviceError::UnknownCommand,
+            ErrorCode::BadArgument => DeviceError::BadArgument,
+            ErrorCode::VersionMismatch => DeviceError::VersionMismatch,
+            ErrorCode::WatchdogExpired => DeviceError::WatchdogExpired,
+        }
+    }
+}
+
+/// Check `command` against a device with `channels` outputs and translate it into our wire protocol's
+/// command (shared by the serial driver and the simulated device, which speak the same bytes).
+pub(crate) fn to_protocol(
+    command: OutputCommand,
+    channels: u8,
+) -> Result<reflex_protocol::host_to_device::Command, OutputError> {
+    use reflex_protocol::host_to_device::Command;
+    if let Some(channel) = command.channel()
+        && channel >= channels
+    {
+        return Err(OutputError::BadChannel { channel, channels });
+    }
+    command.check_arguments()?;
+    Ok(match command {
+        OutputCommand::SetLevel { channel, high } => Command::SetLevel { channel, high },
+        OutputCommand::Pulse { channel, width_us } => Command::Pulse { channel, width_us },
+        OutputCommand::PulseTrain {
+            channel,
+            period_us,
+            width_us,
+            count,
+        } => Command::PulseTrain {
+            channel,
+            period_us,
+            width_us,
+            count,
+        },
+        OutputCommand::AllOff => Command::AllOff,
+    })
+}

@@ -15,7 +15,7 @@ use reflex_protocol::device_to_host::{self, Reply};
 use reflex_protocol::host_to_device::{self, Command};
 use reflex_protocol::{FrameDecoder, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
-use crate::{DeviceError, DeviceEvent, DeviceInfo, Output, OutputCommand, OutputError};
+use crate::{DeviceEvent, DeviceInfo, Output, OutputCommand, OutputError};
 
 /// Baud rate of the reflex firmware: 500 000 baud is exact at 16 MHz (UBRR 3 with U2X) and
 /// supported by the Uno's 16U2 and the Nano's CH340/FT232 USB bridges.
@@ -365,49 +365,13 @@ impl SerialDevice {
     }
 }
 
-fn device_error(code: device_to_host::ErrorCode) -> DeviceError {
-    use device_to_host::ErrorCode;
-    match code {
-        ErrorCode::BadCrc => DeviceError::BadCrc,
-        ErrorCode::BadFrame => DeviceError::BadFrame,
-        ErrorCode::UnknownCommand => DeviceError::UnknownCommand,
-        ErrorCode::BadArgument => DeviceError::BadArgument,
-        ErrorCode::VersionMismatch => DeviceError::VersionMismatch,
-        ErrorCode::WatchdogExpired => DeviceError::WatchdogExpired,
-    }
-}
-
 impl Output for SerialDevice {
     fn info(&self) -> &DeviceInfo {
         &self.info
     }
 
     fn send(&mut self, command: OutputCommand, tag: u32) -> Result<u16, OutputError> {
-        if let Some(channel) = command.channel()
-            && channel >= self.info.channels
-        {
-            return Err(OutputError::BadChannel {
-                channel,
-                channels: self.info.channels,
-            });
-        }
-        command.check_arguments()?;
-        let command = match command {
-            OutputCommand::SetLevel { channel, high } => Command::SetLevel { channel, high },
-            OutputCommand::Pulse { channel, width_us } => Command::Pulse { channel, width_us },
-            OutputCommand::PulseTrain {
-                channel,
-                period_us,
-                width_us,
-                count,
-            } => Command::PulseTrain {
-                channel,
-                period_us,
-                width_us,
-                count,
-            },
-            OutputCommand::AllOff => Command::AllOff,
-        };
+        let command = crate::to_protocol(command, self.info.channels)?;
         self.transmit(command, tag)
     }
 
@@ -451,7 +415,7 @@ impl Output for SerialDevice {
                     },
                     Reply::Error { code } => DeviceEvent::Error {
                         seq,
-                        error: device_error(code),
+                        error: code.into(),
                     },
                     // Late handshake replies and status answers are not events of this API.
                     Reply::Hello { .. } | Reply::Status { .. } => return,

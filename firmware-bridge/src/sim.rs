@@ -747,48 +747,13 @@ impl SimulatedDevice {
     }
 }
 
-fn device_error(code: ErrorCode) -> DeviceError {
-    match code {
-        ErrorCode::BadCrc => DeviceError::BadCrc,
-        ErrorCode::BadFrame => DeviceError::BadFrame,
-        ErrorCode::UnknownCommand => DeviceError::UnknownCommand,
-        ErrorCode::BadArgument => DeviceError::BadArgument,
-        ErrorCode::VersionMismatch => DeviceError::VersionMismatch,
-        ErrorCode::WatchdogExpired => DeviceError::WatchdogExpired,
-    }
-}
-
 impl Output for SimulatedDevice {
     fn info(&self) -> &DeviceInfo {
         &self.info
     }
 
     fn send(&mut self, command: OutputCommand, tag: u32) -> Result<u16, OutputError> {
-        if let Some(channel) = command.channel()
-            && channel >= self.info.channels
-        {
-            return Err(OutputError::BadChannel {
-                channel,
-                channels: self.info.channels,
-            });
-        }
-        command.check_arguments()?;
-        let command = match command {
-            OutputCommand::SetLevel { channel, high } => Command::SetLevel { channel, high },
-            OutputCommand::Pulse { channel, width_us } => Command::Pulse { channel, width_us },
-            OutputCommand::PulseTrain {
-                channel,
-                period_us,
-                width_us,
-                count,
-            } => Command::PulseTrain {
-                channel,
-                period_us,
-                width_us,
-                count,
-            },
-            OutputCommand::AllOff => Command::AllOff,
-        };
+        let command = crate::to_protocol(command, self.info.channels)?;
         self.transmit(command, tag)
     }
 
@@ -841,7 +806,7 @@ impl Output for SimulatedDevice {
                     },
                     Reply::Error { code } => DeviceEvent::Error {
                         seq,
-                        error: device_error(code),
+                        error: code.into(),
                     },
                     // Not asked for through this API (the handshake reads its own reply).
                     Reply::Hello { .. } | Reply::Status { .. } => continue,

@@ -1,7 +1,6 @@
 //! The Pulse Pal, Harp and Bpod bridges end to end against fake devices, byte for byte against
 //! the published protocols (and, for Harp, against harp-tech's Python library), plus a
 //! counting-allocator proof that `send` and `poll` allocate nothing.
-#![allow(unsafe_code)] // reason: the counting `GlobalAlloc` in `alloc` must implement an unsafe trait
 
 mod alloc;
 mod bpod;
