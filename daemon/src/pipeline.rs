@@ -373,7 +373,9 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
             actions: ActionBuf::new(),
             predicted: Pose::new(keypoints.len()),
             in_flight: [InFlight::default(); IN_FLIGHT],
-            device_offset_ns: None,
+            device_clock: DeviceClock::default(),
+            pending_sync: None,
+            next_sync_ns: 0,
             writer: writer.thread().clone(),
         };
         spawn("reflex-actuation", move || stage.run())?
@@ -647,10 +649,48 @@ pub(crate) struct Actuation {
     actions: ActionBuf,
     predicted: Pose,
     in_flight: [InFlight; IN_FLIGHT],
-    /// device µs × 1000 − host ns, from clock sync; `None` until synchronised.
-    device_offset_ns: Option<i128>,
+    /// Device time → host time, from clock sync.
+    device_clock: DeviceClock,
+    /// The clock-sync request in flight: (seq, host ns when sent).
+    pending_sync: Option<(u16, u64)>,
+    /// When to send the next clock-sync request (host ns): device clocks drift, so the offset is refreshed
+    /// every [`RESYNC_NS`].
+    next_sync_ns: u64,
     writer: Thread,
 }
+
+/// How often the device clock mapping is refreshed.
+const RESYNC_NS: u64 = 250_000_000;
+
+/// Maps the device's µs clock onto the host clock from the two latest sync points (device time, host time
+/// at the middle of the round trip): offset and rate, so a device clock that runs fast or slow is followed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct DeviceClock {
+    /// (device ns, host ns), oldest first; `None` until measured.
+    points: [Option<(i128, i128)>; 2],
+}
+
+impl DeviceClock {
+    /// Add a sync point.
+    fn add(&mut self, device_us: u64, host_ns: u64) {
+        let point = (i128::from(device_us) * 1000, i128::from(host_ns));
+        self.points = [self.points[1], Some(point)];
+    }
+
+    /// Host time (ns) of device time `device_us`; `None` before the first sync.
+    fn host_ns(&self, device_us: u64) -> Option<u64> {
+        let (d2, h2) = self.points[1]?;
+        let d = i128::from(device_us) * 1000;
+        let rate = match self.points[0] {
+            // Only a span long enough to average out the round-trip jitter gives the rate.
+            Some((d1, h1)) if d2 - d1 > 100_000_000 => (h2 - h1) as f64 / (d2 - d1) as f64,
+            _ => 1.0,
+        };
+        Some((h2 + ((d - d2) as f64 * rate) as i128).max(0) as u64)
+    }
+}
+/// A sync reply that took longer than this round trip is too uncertain to move the offset.
+const MAX_SYNC_RTT_NS: u64 = 5_000_000;
 
 impl Actuation {
     fn run(mut self) {
@@ -684,6 +724,13 @@ impl Actuation {
                     return;
                 }
                 next_heartbeat_ns = now + self.heartbeat_ns;
+            }
+            if now >= self.next_sync_ns {
+                // A request that never got its reply is replaced.
+                if let Ok(seq) = self.output.request_sync() {
+                    self.pending_sync = Some((seq, now));
+                }
+                self.next_sync_ns = now + RESYNC_NS;
             }
             self.poll_device();
             if now >= self.latency.start_ns + interval_ns {
@@ -862,19 +909,33 @@ impl Actuation {
             latency,
             events,
             shared,
-            device_offset_ns,
+            device_clock,
+            pending_sync,
             clock,
             ..
         } = self;
-        let offset = *device_offset_ns;
         let res = output.poll(&mut |ev| match ev {
+            DeviceEvent::SyncReply {
+                seq,
+                device_time_us,
+            } => {
+                if let Some((want, sent_ns)) = *pending_sync
+                    && want == seq
+                {
+                    let now = clock.now_ns();
+                    if now - sent_ns <= MAX_SYNC_RTT_NS {
+                        // The device read its clock about halfway through the round trip.
+                        device_clock.add(device_time_us, sent_ns / 2 + now / 2);
+                    }
+                    *pending_sync = None;
+                }
+            }
             DeviceEvent::Ack {
                 seq,
                 tag,
                 device_time_us,
             } => {
-                let t_ns =
-                    offset.map_or(0, |o| (i128::from(device_time_us) * 1000 - o).max(0) as u64);
+                let t_ns = device_clock.host_ns(device_time_us).unwrap_or(0);
                 let slot = &mut in_flight[seq as usize % IN_FLIGHT];
                 if slot.live && slot.seq == seq && t_ns != 0 {
                     latency.record(Stage::DeviceAck, t_ns.saturating_sub(slot.written_ns));
@@ -917,7 +978,8 @@ impl Actuation {
         }
     }
 
-    /// Estimate the device clock's offset: the sync request's round-trip midpoint against the device's time.
+    /// The first clock-sync point, before any frame: the request's round-trip midpoint against the device's
+    /// time (later points come every `RESYNC_NS` from the loop).
     fn sync_clock(&mut self) {
         let t0 = self.clock.now_ns();
         let Ok(want) = self.output.request_sync() else {
@@ -942,8 +1004,7 @@ impl Actuation {
         }
         let t1 = self.clock.now_ns();
         if let Some(device_us) = reply {
-            self.device_offset_ns =
-                Some(i128::from(device_us) * 1000 - i128::from(t0 / 2 + t1 / 2));
+            self.device_clock.add(device_us, t0 / 2 + t1 / 2);
         }
     }
 
@@ -1002,5 +1063,32 @@ impl Actuation {
 fn push_or_count<T>(ring: &mut rtrb::Producer<T>, value: T, shared: &Shared) {
     if ring.push(value).is_err() {
         shared.records_lost.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeviceClock;
+
+    #[test]
+    fn device_clock_follows_offset_and_rate() {
+        let mut c = DeviceClock::default();
+        assert_eq!(c.host_ns(5), None);
+        // Device µs clock starts at 1 s and runs 10 % slow against the host.
+        c.add(1_000_000, 50_000_000_000);
+        assert_eq!(
+            c.host_ns(1_000_100),
+            Some(50_000_100_000),
+            "one point: offset only"
+        );
+        c.add(1_900_000, 51_000_000_000);
+        // 0.9 s of device time took 1 s of host time: 90 µs on the device is 100 µs on the host.
+        assert_eq!(c.host_ns(1_900_090), Some(51_000_100_000));
+        // Points closer than 100 ms give no rate (round-trip jitter would dominate): offset only.
+        c.add(1_950_000, 51_060_000_000);
+        let mut near = DeviceClock::default();
+        near.add(1_949_990, 51_059_990_000);
+        near.add(1_950_000, 51_060_000_000);
+        assert_eq!(near.host_ns(1_950_010), Some(51_060_010_000));
     }
 }
