@@ -289,3 +289,38 @@ pub(crate) fn to_protocol(
         OutputCommand::AllOff => Command::AllOff,
     })
 }
+
+/// A reply of our wire protocol as a device-independent event; `None` for replies that are not events of
+/// the `Output` API (late handshake replies, status answers).
+pub(crate) fn to_event(message: reflex_protocol::device_to_host::Message) -> Option<DeviceEvent> {
+    use reflex_protocol::device_to_host::Reply;
+    let seq = message.seq;
+    Some(match message.reply {
+        Reply::Ack {
+            tag,
+            device_time_us,
+        } => DeviceEvent::Ack {
+            seq,
+            tag,
+            device_time_us,
+        },
+        Reply::SyncReply { device_time_us } => DeviceEvent::SyncReply {
+            seq,
+            device_time_us,
+        },
+        Reply::InputEdge {
+            channel,
+            high,
+            device_time_us,
+        } => DeviceEvent::InputEdge {
+            channel,
+            high,
+            device_time_us,
+        },
+        Reply::Error { code } => DeviceEvent::Error {
+            seq,
+            error: code.into(),
+        },
+        Reply::Hello { .. } | Reply::Status { .. } => return None,
+    })
+}

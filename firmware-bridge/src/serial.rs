@@ -391,34 +391,10 @@ impl Output for SerialDevice {
                     first_error = first_error.take().or(Some(e));
                     return;
                 }
-                Ok(device_to_host::Message { seq, reply }) => match reply {
-                    Reply::Ack {
-                        tag,
-                        device_time_us,
-                    } => DeviceEvent::Ack {
-                        seq,
-                        tag,
-                        device_time_us,
-                    },
-                    Reply::SyncReply { device_time_us } => DeviceEvent::SyncReply {
-                        seq,
-                        device_time_us,
-                    },
-                    Reply::InputEdge {
-                        channel,
-                        high,
-                        device_time_us,
-                    } => DeviceEvent::InputEdge {
-                        channel,
-                        high,
-                        device_time_us,
-                    },
-                    Reply::Error { code } => DeviceEvent::Error {
-                        seq,
-                        error: code.into(),
-                    },
+                Ok(message) => match crate::to_event(message) {
+                    Some(event) => event,
                     // Late handshake replies and status answers are not events of this API.
-                    Reply::Hello { .. } | Reply::Status { .. } => return,
+                    None => return,
                 },
             };
             sink(event);

@@ -782,34 +782,10 @@ impl Output for SimulatedDevice {
                     first_error = first_error.or(Some(e));
                     continue;
                 }
-                Ok(device_to_host::Message { seq, reply }) => match reply {
-                    Reply::Ack {
-                        tag,
-                        device_time_us,
-                    } => DeviceEvent::Ack {
-                        seq,
-                        tag,
-                        device_time_us,
-                    },
-                    Reply::SyncReply { device_time_us } => DeviceEvent::SyncReply {
-                        seq,
-                        device_time_us,
-                    },
-                    Reply::InputEdge {
-                        channel,
-                        high,
-                        device_time_us,
-                    } => DeviceEvent::InputEdge {
-                        channel,
-                        high,
-                        device_time_us,
-                    },
-                    Reply::Error { code } => DeviceEvent::Error {
-                        seq,
-                        error: code.into(),
-                    },
-                    // Not asked for through this API (the handshake reads its own reply).
-                    Reply::Hello { .. } | Reply::Status { .. } => continue,
+                Ok(message) => match crate::to_event(message) {
+                    Some(event) => event,
+                    // Late handshake replies and status answers are not events of this API.
+                    None => continue,
                 },
             };
             sink(event);
