@@ -82,12 +82,21 @@ fn make(source: &Path, args: &[String]) {
 /// What the harness reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SimEvent {
-    /// PORTB pin changed at simulated time `t_us`.
-    Edge { pin: u8, high: bool, t_us: f64 },
+    /// PORTB pin changed at simulated time `t_us`, which is `host_ns` on the host's monotonic
+    /// clock (the harness runs the simulation in step with it).
+    Edge {
+        pin: u8,
+        high: bool,
+        t_us: f64,
+        host_ns: u64,
+    },
     /// A frame delimiter from the host entered the simulated UART at `t_us`.
     Rx { t_us: f64 },
     /// The firmware sent a frame delimiter at `t_us`.
     Tx { t_us: f64 },
+    /// The harness was held off too long to catch up: simulated time stood still for `ns` of
+    /// host time, so `host_ns` of later events moved on by that much.
+    Lag { ns: u64 },
 }
 
 fn parse(line: &str) -> Option<SimEvent> {
@@ -97,12 +106,16 @@ fn parse(line: &str) -> Option<SimEvent> {
             pin: words.next()?.parse().ok()?,
             high: words.next()? == "1",
             t_us: words.next()?.parse().ok()?,
+            host_ns: words.next()?.parse().ok()?,
         }),
         "rx" => Some(SimEvent::Rx {
             t_us: words.next()?.parse().ok()?,
         }),
         "tx" => Some(SimEvent::Tx {
             t_us: words.next()?.parse().ok()?,
+        }),
+        "lag" => Some(SimEvent::Lag {
+            ns: words.next()?.parse().ok()?,
         }),
         _ => None,
     }
@@ -178,7 +191,9 @@ impl Sim {
         self.events
             .iter()
             .filter_map(|e| match *e {
-                SimEvent::Edge { pin: p, high, t_us } if p == pin => Some((high, t_us)),
+                SimEvent::Edge {
+                    pin: p, high, t_us, ..
+                } if p == pin => Some((high, t_us)),
                 _ => None,
             })
             .collect()
