@@ -88,6 +88,34 @@ pub(crate) fn check_pulse(period_us: u32, width_us: u32, count: u32) -> Result<(
     }
 }
 
+/// How long a clock-sync request and its reply spend on the link itself (ns): on a serial line,
+/// their frame lengths at the line's baud rate. The device stamps a request when its last byte has
+/// arrived, so the host places that moment `request_ns` after sending, plus half of what is left of
+/// the round trip (protocol/SPEC.md §5). Zero for an in-process device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncTiming {
+    /// Time of the `SyncRequest` frame on the wire.
+    pub request_ns: u64,
+    /// Time of the `SyncReply` frame on the wire.
+    pub reply_ns: u64,
+}
+
+impl SyncTiming {
+    /// The wire times of the reflex protocol's sync request and reply at `baud_rate` (8N1: 10 bits
+    /// a byte).
+    pub fn serial(baud_rate: u32) -> Self {
+        use reflex_protocol::{device_to_host, frame_len, host_to_device};
+        let byte_ns = 10_000_000_000 / u64::from(baud_rate.max(1));
+        let bytes = |payload: Option<usize>| frame_len(payload.unwrap_or(0)) as u64;
+        Self {
+            request_ns: bytes(host_to_device::payload_len(host_to_device::msg_type::SYNC_REQUEST))
+                * byte_ns,
+            reply_ns: bytes(device_to_host::payload_len(device_to_host::msg_type::SYNC_REPLY))
+                * byte_ns,
+        }
+    }
+}
+
 /// Who the connected device is, as learned in the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceInfo {
@@ -237,6 +265,12 @@ pub trait Output: Send {
     /// [`DeviceEvent::SyncReply`] with the returned sequence number.
     fn request_sync(&mut self) -> Result<u16, OutputError>;
 
+    /// How long a sync request and its reply take on the link itself, for placing the device's
+    /// clock reading within the round trip. Default: no link (an in-process device).
+    fn sync_timing(&self) -> SyncTiming {
+        SyncTiming::default()
+    }
+
     /// Hands every event received so far to `sink`, without blocking. No allocation. Every valid
     /// event is delivered; if a reply was corrupt, the first such error is returned afterwards.
     fn poll(&mut self, sink: &mut dyn FnMut(DeviceEvent)) -> Result<(), OutputError>;
@@ -323,4 +357,22 @@ pub(crate) fn to_event(message: reflex_protocol::device_to_host::Message) -> Opt
         },
         Reply::Hello { .. } | Reply::Status { .. } => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SyncTiming;
+
+    #[test]
+    fn sync_frames_take_their_bytes_times_ten_bits_on_the_wire() {
+        // SyncRequest: 7-byte payload → 11-byte frame; SyncReply: 11 → 15 (SPEC §5).
+        assert_eq!(
+            SyncTiming::serial(500_000),
+            SyncTiming {
+                request_ns: 220_000,
+                reply_ns: 300_000
+            }
+        );
+        assert_eq!(SyncTiming::serial(115_200).request_ns, 11 * 86_805);
+    }
 }

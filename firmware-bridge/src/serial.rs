@@ -15,7 +15,7 @@ use reflex_protocol::device_to_host::{self, Reply};
 use reflex_protocol::host_to_device::{self, Command};
 use reflex_protocol::{FrameDecoder, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
-use crate::{DeviceEvent, DeviceInfo, Output, OutputCommand, OutputError};
+use crate::{DeviceEvent, DeviceInfo, Output, OutputCommand, OutputError, SyncTiming};
 
 /// Baud rate of the reflex firmware: 500 000 baud is exact at 16 MHz (UBRR 3 with U2X) and
 /// supported by the Uno's 16U2 and the Nano's CH340/FT232 USB bridges.
@@ -143,6 +143,8 @@ pub struct SerialDevice {
     next_seq: u16,
     /// Set once the port failed: every later call reports it without touching the port.
     failed: Option<io::ErrorKind>,
+    /// Wire times of a sync exchange at the port's baud rate.
+    sync_timing: SyncTiming,
 }
 
 impl std::fmt::Debug for SerialDevice {
@@ -182,6 +184,7 @@ impl SerialDevice {
             rx: [0; READ_CHUNK_LEN],
             next_seq: 0,
             failed: None,
+            sync_timing: SyncTiming::serial(config.baud_rate),
         };
         device.handshake(config)?;
         Ok(device)
@@ -381,6 +384,10 @@ impl Output for SerialDevice {
 
     fn request_sync(&mut self) -> Result<u16, OutputError> {
         self.transmit(Command::SyncRequest, 0)
+    }
+
+    fn sync_timing(&self) -> SyncTiming {
+        self.sync_timing
     }
 
     fn poll(&mut self, sink: &mut dyn FnMut(DeviceEvent)) -> Result<(), OutputError> {

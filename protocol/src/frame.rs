@@ -23,7 +23,7 @@ pub fn encode_frame(payload: &[u8], out: &mut [u8]) -> Result<usize, EncodeError
         return Err(EncodeError::PayloadTooLong { len });
     }
     // Payloads this short always take exactly one COBS code byte.
-    let needed = len + CRC_LEN + 2;
+    let needed = crate::frame_len(len);
     if out.len() < needed {
         return Err(EncodeError::BufferTooSmall {
             needed,

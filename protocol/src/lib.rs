@@ -30,3 +30,12 @@ pub const MAX_PAYLOAD_LEN: usize = MAX_FRAME_LEN - 4;
 
 /// Length in bytes of the CRC appended to every payload.
 pub const CRC_LEN: usize = 2;
+
+/// Length on the wire of the frame carrying a payload of `payload_len` bytes (at most
+/// [`MAX_PAYLOAD_LEN`]): CRC, one COBS code byte and the delimiter added. Every message has a fixed
+/// payload length (`host_to_device::payload_len`, `device_to_host::payload_len`), so this is how
+/// long each takes on a serial line: the host uses it to correct clock sync for the request and
+/// the reply taking different times (SPEC §5).
+pub const fn frame_len(payload_len: usize) -> usize {
+    payload_len + CRC_LEN + 2
+}

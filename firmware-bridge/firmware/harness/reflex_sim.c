@@ -11,8 +11,9 @@
  *   tx <t_us> <host_ns>                the firmware sent a frame delimiter (printed before the
  *                                      frame's bytes reach the PTY, so a host that read a reply
  *                                      has every line printed before it in the pipe)
- *   lag <ns>                           the harness was held off so long that it gave up catching
- *                                      up: simulated time stood still for <ns> of host time
+ *   lag <ns> <t_us> <host_ns>          the harness was held off so long that it gave up catching
+ *                                      up: simulated time stood still for <ns> of host time at
+ *                                      t_us, which is host_ns on the host clock from now on
  * t_us is cycles / 16 (16 MHz), with three decimals. host_ns is the same moment on the host's
  * CLOCK_MONOTONIC: the simulated world runs in step with the host clock, cycle 0 at the
  * harness's start, so host_ns is the truth that host-side clock sync is checked against.
@@ -23,11 +24,14 @@
  * the simulated moment they were read from the PTY, so nothing reaches the firmware before it
  * was sent. A hold-off longer than MAX_CATCHUP_NS is not caught up (the firmware's watchdog
  * would see the host's heartbeats bunched): simulated time stands still for it, and a `lag`
- * line says so. It stops after MAX_SECONDS of simulated time (default 600), on SIGTERM/SIGINT,
+ * line says so. To keep up on a busy machine it asks for SCHED_FIFO priority 50 (below the priorities
+ * of reflex's own loop threads, so it never preempts the host under test); where that is not
+ * allowed it runs at normal priority. It stops after MAX_SECONDS of simulated time (default 600), on SIGTERM/SIGINT,
  * or when the firmware stops. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,6 +168,11 @@ int main(int argc, char **argv)
     }
     double max_s = argc > 3 ? atof(argv[3]) : 600.0;
     setvbuf(stdout, NULL, _IOLBF, 0);
+    struct sched_param prio = {.sched_priority = 50};
+    if (sched_setscheduler(0, SCHED_FIFO, &prio) != 0) {
+        fprintf(stderr, "reflex-sim: no real-time priority (%s): running at normal priority\n",
+                strerror(errno));
+    }
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
 
@@ -280,7 +289,8 @@ int main(int argc, char **argv)
             nanosleep(&ts, NULL);
         } else if (ahead_ns < -MAX_CATCHUP_NS) {
             origin_ns += (uint64_t)(-ahead_ns);
-            printf("lag %lld\n", (long long)-ahead_ns);
+            printf("lag %lld %.3f %llu\n", (long long)-ahead_ns, sim_us(),
+                   (unsigned long long)sim_host_ns());
         }
     }
     unlink(argv[2]);

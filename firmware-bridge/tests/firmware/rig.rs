@@ -37,12 +37,17 @@ const SLOW_WATCHDOG_MS: u32 = 1000;
 pub fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware");
+        // Also included by the workspace's end-to-end tests (tests/), hence the path through the
+        // workspace root.
+        let source = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../firmware-bridge/firmware"
+        ));
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reflex-firmware");
         let slow = out.join(format!("watchdog-{SLOW_WATCHDOG_MS}ms"));
-        make(&source, &[format!("BUILD={}", out.display())]);
+        make(source, &[format!("BUILD={}", out.display())]);
         make(
-            &source,
+            source,
             &[
                 format!("BUILD={}", slow.display()),
                 format!("WATCHDOG_MS={SLOW_WATCHDOG_MS}"),
@@ -95,8 +100,9 @@ pub enum SimEvent {
     /// The firmware sent a frame delimiter at `t_us`.
     Tx { t_us: f64 },
     /// The harness was held off too long to catch up: simulated time stood still for `ns` of
-    /// host time, so `host_ns` of later events moved on by that much.
-    Lag { ns: u64 },
+    /// host time at `t_us`, so `host_ns` of later events moved on by that much (`host_ns` is that
+    /// moment's host time from then on).
+    Lag { ns: u64, t_us: f64, host_ns: u64 },
 }
 
 fn parse(line: &str) -> Option<SimEvent> {
@@ -116,6 +122,8 @@ fn parse(line: &str) -> Option<SimEvent> {
         }),
         "lag" => Some(SimEvent::Lag {
             ns: words.next()?.parse().ok()?,
+            t_us: words.next()?.parse().ok()?,
+            host_ns: words.next()?.parse().ok()?,
         }),
         _ => None,
     }
@@ -176,7 +184,7 @@ impl Sim {
 
     /// Collects the harness's lines, waiting up to `timeout` for the first (this is the rig's
     /// pacing: it never sleeps).
-    fn collect(&mut self, timeout: Duration) {
+    pub fn collect(&mut self, timeout: Duration) {
         match self.lines.recv_timeout(timeout) {
             Ok(line) => self.events.extend(parse(&line)),
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return,
@@ -202,6 +210,14 @@ impl Sim {
     /// Whether `pin` is high after every edge so far.
     pub fn level(&self, pin: u8) -> bool {
         self.edges(pin).last().is_some_and(|&(high, _)| high)
+    }
+
+    /// Stops the harness and collects every line it printed.
+    pub fn finish(&mut self) {
+        self.kill();
+        while let Ok(line) = self.lines.recv() {
+            self.events.extend(parse(&line));
+        }
     }
 
     /// Stops the harness (the device disappears from the PTY).
