@@ -9,6 +9,11 @@ if ! python3 -c 'import onnxruntime, onnx, numpy, sys; sys.exit(onnxruntime.__ve
     python3 -m pip install --quiet "onnxruntime==1.31.1" "onnx==1.23.2" "numpy>=1.26"
 fi
 
+# The /metrics tests parse the exposition with Prometheus's Python client, in tools/peers/.venv (pinned).
+python3 tools/peers/prom_parse.py --ensure
+# The latency.hlog test reads it with HdrHistogram's own Python log reader, in tools/peers/.venv (pinned).
+python3 tools/peers/read_hlog.py --ensure
+
 # The AVR firmware's tests (firmware-bridge/tests/firmware/) build it with avr-gcc and run it under simavr
 # through a small C harness on libsimavr. Debian packages; we run as root.
 if ! command -v avr-gcc >/dev/null || ! command -v make >/dev/null \

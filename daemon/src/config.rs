@@ -6,10 +6,11 @@
 use std::path::Path;
 
 use reflex_plugins::predict::{KalmanConfig, RobustConfig};
-use reflex_plugins::trigger::ZoneTriggerConfig;
+use reflex_plugins::trigger::{TriggerConfig, TriggerSet};
 use serde::{Deserialize, Serialize};
 
 use crate::camera::synthetic::SyntheticConfig;
+use crate::camera::video::VideoConfig;
 use crate::inference::ModelConfig;
 use crate::realtime::RealtimeConfig;
 
@@ -29,9 +30,10 @@ pub struct Config {
     /// Forward prediction.
     #[serde(default)]
     pub predictor: PredictorConfig,
-    /// Zone triggers, `[[trigger]]` tables.
+    /// The built-in triggers, `[[trigger]]` tables (kind zone, speed, angle, distance, likelihood, all, any,
+    /// not, sequence); spanned so errors name their line.
     #[serde(default, rename = "trigger")]
-    pub triggers: Vec<toml::Spanned<ZoneTriggerConfig>>,
+    pub triggers: Vec<toml::Spanned<TriggerConfig>>,
     /// The output device.
     #[serde(default)]
     pub output: OutputConfig,
@@ -41,16 +43,21 @@ pub struct Config {
     /// Session files.
     #[serde(default)]
     pub session: SessionConfig,
+    /// The live Prometheus `/metrics` endpoint (off unless `listen` is set).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// `[source]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
-    /// `synthetic`; `--source` on the command line overrides it.
+    /// `synthetic` or `video`; `--source` on the command line overrides it.
     pub kind: String,
     /// Settings of the synthetic camera.
     pub synthetic: SyntheticConfig,
+    /// The video file replayed as a camera (`kind = "video"`).
+    pub video: VideoConfig,
 }
 
 impl Default for SourceConfig {
@@ -58,6 +65,7 @@ impl Default for SourceConfig {
         Self {
             kind: "synthetic".into(),
             synthetic: SyntheticConfig::default(),
+            video: VideoConfig::default(),
         }
     }
 }
@@ -98,6 +106,12 @@ pub enum OutputKind {
     Simulated,
     /// reflex's own firmware (firmware-bridge/firmware/) on a serial port: `[output.serial]`.
     Serial,
+    /// A Sanworks Pulse Pal 2 on a serial port: `[output.pulsepal]`.
+    Pulsepal,
+    /// A Harp device (the Harp Behavior board's digital outputs) on a serial port: `[output.harp]`.
+    Harp,
+    /// A Bpod state machine receiving soft codes on a serial port: `[output.bpod]`.
+    Bpod,
 }
 
 /// `[output]`.
@@ -112,6 +126,106 @@ pub struct OutputConfig {
     pub simulated: SimulatedOutputConfig,
     /// Settings of a serial device running reflex's firmware.
     pub serial: SerialOutputConfig,
+    /// Settings of a Pulse Pal 2.
+    pub pulsepal: PulsePalOutputConfig,
+    /// Settings of a Harp device.
+    pub harp: HarpOutputConfig,
+    /// Settings of a Bpod state machine.
+    pub bpod: BpodOutputConfig,
+}
+
+/// `[output.pulsepal]`: channels 0..3 are the Pulse Pal's output channels 1..4.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PulsePalOutputConfig {
+    /// The serial port, e.g. `/dev/ttyACM0`.
+    pub port: String,
+    /// Line speed (USB CDC: any).
+    pub baud_rate: u32,
+    /// Voltage of "high" (a pulse's phase 1, a level set high), mV, −10000…10000.
+    pub high_level_mv: i16,
+}
+
+impl Default for PulsePalOutputConfig {
+    fn default() -> Self {
+        Self {
+            port: String::new(),
+            baud_rate: 115_200,
+            high_level_mv: 5_000,
+        }
+    }
+}
+
+/// `[output.harp]`: channel n is bit n of the board's digital output register.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HarpOutputConfig {
+    /// The serial port, e.g. `/dev/ttyUSB0`.
+    pub port: String,
+    /// Line speed (Harp devices: 1000000).
+    pub baud_rate: u32,
+    /// Which board: `behavior` (the Harp Behavior board).
+    pub board: HarpBoard,
+}
+
+/// A Harp board whose output registers reflex knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HarpBoard {
+    /// The Harp Behavior board: 14 digital output lines, timed pulses.
+    #[default]
+    Behavior,
+}
+
+impl Default for HarpOutputConfig {
+    fn default() -> Self {
+        Self {
+            port: String::new(),
+            baud_rate: 1_000_000,
+            board: HarpBoard::Behavior,
+        }
+    }
+}
+
+/// `[output.bpod]`: channel n sends soft code n to the state machine, whose protocol decides what it does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BpodOutputConfig {
+    /// The serial port, e.g. `/dev/ttyACM1`.
+    pub port: String,
+    /// Line speed (USB CDC: any).
+    pub baud_rate: u32,
+    /// `app`: the state machine's APP port (one byte per soft code, state machine 2+); `primary`: its main
+    /// port (handshake, then `~` and the code), which no other program may hold.
+    pub interface: BpodInterface,
+    /// Soft codes the state-machine protocol handles: channels are 0..soft_codes.
+    pub soft_codes: u8,
+    /// Soft code sent to turn everything off (on stop and errors); absent: none (the protocol must stop
+    /// its outputs itself).
+    pub all_off_soft_code: Option<u8>,
+}
+
+/// Which of the Bpod state machine's serial ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BpodInterface {
+    /// The APP port.
+    #[default]
+    App,
+    /// The main port.
+    Primary,
+}
+
+impl Default for BpodOutputConfig {
+    fn default() -> Self {
+        Self {
+            port: String::new(),
+            baud_rate: 115_200,
+            interface: BpodInterface::App,
+            soft_codes: 15,
+            all_off_soft_code: None,
+        }
+    }
 }
 
 /// `[output.serial]`.
@@ -143,6 +257,9 @@ impl Default for OutputConfig {
             heartbeat_ms: 10,
             simulated: SimulatedOutputConfig::default(),
             serial: SerialOutputConfig::default(),
+            pulsepal: PulsePalOutputConfig::default(),
+            harp: HarpOutputConfig::default(),
+            bpod: BpodOutputConfig::default(),
         }
     }
 }
@@ -186,6 +303,16 @@ impl Default for SessionConfig {
             status_interval_ms: 500,
         }
     }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `HOST:PORT` to serve Prometheus metrics on (`http://HOST:PORT/metrics`) while a session runs; unset:
+    /// no endpoint. `reflex run --metrics ADDR` overrides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
 }
 
 /// A config error that names the file, and the line when there is one.
@@ -257,11 +384,27 @@ impl Config {
                 ),
             ));
         }
+        self.model
+            .validate()
+            .map_err(|e| err(None, format!("model.{e}")))?;
         self.realtime.validate().map_err(|e| err(None, e))?;
-        if self.output.kind == OutputKind::Serial && self.output.serial.port.is_empty() {
+        if let Some(listen) = &self.metrics.listen {
+            crate::metrics::validate_listen(listen)
+                .map_err(|e| err(None, format!("metrics.listen: {e}")))?;
+        }
+        let (section, port) = match self.output.kind {
+            OutputKind::Simulated => ("", "-"),
+            OutputKind::Serial => ("serial", self.output.serial.port.as_str()),
+            OutputKind::Pulsepal => ("pulsepal", self.output.pulsepal.port.as_str()),
+            OutputKind::Harp => ("harp", self.output.harp.port.as_str()),
+            OutputKind::Bpod => ("bpod", self.output.bpod.port.as_str()),
+        };
+        if port.is_empty() {
             return Err(err(
                 None,
-                "output.serial.port is empty: name the serial port of the device (`reflex devices` lists them)".into(),
+                format!(
+                    "output.{section}.port is empty: name the serial port of the device (`reflex devices` lists them)"
+                ),
             ));
         }
         self.predictor
@@ -283,19 +426,30 @@ impl Config {
                 ));
             }
             if self.output.kind == OutputKind::Simulated
-                && cfg.channel >= self.output.simulated.channels
+                && let Some(channel) = cfg
+                    .channels()
+                    .find(|&c| c >= self.output.simulated.channels)
             {
                 return Err(err(
                     line,
                     format!(
-                        "trigger `{}`: channel {} does not exist (the output has channels 0..{})",
+                        "trigger `{}`: channel {channel} does not exist (the output has channels 0..{})",
                         cfg.name,
-                        cfg.channel,
                         self.output.simulated.channels.saturating_sub(1)
                     ),
                 ));
             }
         }
+        // Everything about the triggers but their keypoint names (those need the model).
+        let trigger_configs: Vec<TriggerConfig> =
+            self.triggers.iter().map(|t| t.get_ref().clone()).collect();
+        TriggerSet::validate(&trigger_configs).map_err(|e| {
+            let line = self
+                .triggers
+                .get(e.index)
+                .map(|t| line_of(text, t.span().start));
+            err(line, e.to_string())
+        })?;
         Ok(())
     }
 
@@ -327,8 +481,9 @@ mod tests {
         assert_eq!(c.output, OutputConfig::default());
         assert_eq!(c.session, SessionConfig::default());
         assert_eq!(c.realtime, RealtimeConfig::default());
+        assert_eq!(c.metrics, MetricsConfig::default());
         assert_eq!(c.triggers.len(), 1);
-        assert_eq!(c.triggers[0].get_ref().keypoint, "nose");
+        assert_eq!(c.triggers[0].get_ref().keypoint.as_deref(), Some("nose"));
     }
 
     #[test]
@@ -359,6 +514,60 @@ mod tests {
         assert_eq!(e.line, Some(1));
         let e = Config::parse("[output]\nheartbeat_ms = 80\n", "rig.toml").unwrap_err();
         assert!(e.to_string().contains("heartbeat_ms"), "{e}");
+    }
+
+    #[test]
+    fn trigger_kinds_parse_and_their_errors_name_trigger_field_and_line() {
+        let zone = "[[trigger]]\nname = \"a\"\nkeypoint = \"nose\"\nzone = { shape = \"circle\", cx = 1.0, cy = 1.0, r = 2.0 }\n";
+        let text = format!(
+            "{zone}\n[[trigger]]\nname = \"fast\"\nkind = \"speed\"\nkeypoint = \"nose\"\nabove = 30.0\npx_per_cm = 10.0\nactions = [{{ kind = \"train\", channel = 1, width_us = 1000, period_us = 5000, count = 4 }}, {{ kind = \"recording\", marker = \"start\" }}]\n\n[[trigger]]\nname = \"both\"\nkind = \"all\"\nof = [\"a\", \"fast\"]\n"
+        );
+        let c = Config::parse(&text, "rig.toml").unwrap();
+        assert_eq!(c.triggers.len(), 3);
+        let again = Config::parse(&c.to_toml(), "effective").unwrap();
+        let configs = |c: &Config| {
+            c.triggers
+                .iter()
+                .map(|t| t.get_ref().clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(configs(&again), configs(&c));
+
+        let e = Config::parse(
+            &text.replace("above = 30.0", "above = 30.0\nwindow_s = 1.0"),
+            "rig.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rig.toml line 6: trigger `fast`: `window_s` does not apply to kind = \"speed\""
+        );
+        let e = Config::parse(
+            &text.replace("of = [\"a\", \"fast\"]", "of = [\"a\", \"slow\"]"),
+            "rig.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rig.toml line 14: trigger `both`: `of` names unknown trigger `slow` (known: a, fast, both)"
+        );
+        let e = Config::parse(&text.replace("channel = 1", "channel = 7"), "rig.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rig.toml line 6: trigger `fast`: channel 7 does not exist (the output has channels 0..3)"
+        );
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_checked() {
+        assert_eq!(Config::embedded().metrics.listen, None);
+        let c = Config::parse("[metrics]\nlisten = \"127.0.0.1:9464\"\n", "rig.toml").unwrap();
+        assert_eq!(c.metrics.listen.as_deref(), Some("127.0.0.1:9464"));
+        assert!(c.to_toml().contains("listen = \"127.0.0.1:9464\""));
+        let e = Config::parse("[metrics]\nlisten = \"9464\"\n", "rig.toml").unwrap_err();
+        assert!(e.to_string().contains("metrics.listen: `9464`"), "{e}");
+        let e = Config::parse("[metrics]\nlisen = \"127.0.0.1:9464\"\n", "rig.toml").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
     }
 
     #[test]

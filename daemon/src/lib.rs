@@ -5,14 +5,22 @@
 
 pub mod bench;
 pub mod camera;
+pub mod check;
 pub mod clock;
 pub mod config;
+pub mod decision;
+pub mod device_clock;
 pub mod devices;
 pub mod eval;
 pub mod inference;
 pub mod latency;
+pub mod latency_report;
+pub mod lightloop;
+pub mod metrics;
+pub mod outputs;
 pub mod pipeline;
 pub mod realtime;
 pub mod record;
+pub mod replay;
 pub mod report;
 pub mod session;

@@ -38,6 +38,26 @@ enum Command {
     /// Talk to the reflex firmware on a serial port: `reflex device ping PORT`, `reflex device pulse PORT`.
     #[command(subcommand)]
     Device(reflex_daemon::devices::DeviceCommand),
+    /// A recorded session's latency: percentiles per stage, latency over time, the worst frames and what was
+    /// slow in each, dropped frames. `--html FILE` adds a self-contained report with plots; `--compare A B`
+    /// puts two sessions side by side.
+    Latency(reflex_daemon::latency_report::LatencyArgs),
+    /// Your own pose model (DeepLabCut, SLEAP exports): `reflex model inspect PATH`, `reflex model bench PATH
+    /// [IMAGE...]`, `reflex model predict PATH IMAGE... --out poses.csv`.
+    #[command(subcommand)]
+    Model(reflex_daemon::inference::cli::ModelCommand),
+    /// Light loop: the camera's own latency on a real rig. The device lights an LED in the camera's view
+    /// (`--channel`), reflex finds it lit in the image (`--roi x,y,w,h`), and reports write → LED on (device
+    /// timestamp), LED on → first lit exposure, LED on → frame on the host, and the round trip.
+    Lightloop(reflex_daemon::lightloop::LightloopArgs),
+    /// Replay a rig's predictor and triggers on recorded poses (a session folder, or a pose CSV
+    /// `frame,track,node,x,y,score`) as fast as possible, without camera or hardware: writes the events.jsonl
+    /// the live loop would have written (without device acks) and a summary.json, and prints when each trigger
+    /// fired.
+    Replay(reflex_daemon::replay::ReplayArgs),
+    /// Check a rig config without running it: TOML, triggers, keypoint names against the model, channels
+    /// against the output. Errors name the file and line; prints a one-line summary when it is fine.
+    Check(reflex_daemon::check::CheckArgs),
 }
 
 #[derive(clap::Args)]
@@ -58,7 +78,8 @@ struct RunArgs {
     /// Rig configuration (TOML). Default: the embedded default (see --print-default-config).
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Frame source, overriding the config: `synthetic`.
+    /// Frame source, overriding the config: `synthetic`, or a video file as a camera: `video:PATH` (at its
+    /// own frame rate), `video:PATH@FPS` (another rate), `video:PATH@max` (as fast as it decodes).
     #[arg(long)]
     source: Option<String>,
     /// Stop after this long: `10s`, `500ms`, `2m`, or seconds. Default 10s unless --frames is given.
@@ -79,6 +100,10 @@ struct RunArgs {
     /// No live status line.
     #[arg(long, short)]
     quiet: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the session runs, e.g. 127.0.0.1:9464 (port 0
+    /// picks a free one); overrides `[metrics] listen`.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    metrics: Option<String>,
 }
 
 fn parse_duration_ns(s: &str) -> Result<u64, String> {
@@ -98,6 +123,10 @@ fn parse_duration_ns(s: &str) -> Result<u64, String> {
         Ok(v) if v > 0.0 && v.is_finite() => Ok((v * scale) as u64),
         _ => Err(format!("`{s}` is not a duration (try 10s, 500ms, 2m)")),
     }
+}
+
+fn parse_listen(s: &str) -> Result<String, String> {
+    reflex_daemon::metrics::validate_listen(s).map(|()| s.to_string())
 }
 
 fn parse_backend(s: &str) -> Result<BackendChoice, String> {
@@ -124,6 +153,11 @@ fn main() -> ExitCode {
         Command::Eval(cmd) => reflex_daemon::eval::run_cli(cmd),
         Command::Devices => reflex_daemon::devices::list_ports(),
         Command::Device(cmd) => reflex_daemon::devices::run_cli(cmd),
+        Command::Latency(args) => reflex_daemon::latency_report::run_cli(args),
+        Command::Model(cmd) => reflex_daemon::inference::cli::run_cli(cmd),
+        Command::Lightloop(args) => reflex_daemon::lightloop::run_cli(args),
+        Command::Replay(args) => reflex_daemon::replay::run_cli(args),
+        Command::Check(args) => reflex_daemon::check::run_cli(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -166,10 +200,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
     };
     if let Some(source) = args.source {
-        config.source.kind = source;
+        reflex_daemon::camera::apply_source_arg(&source, &mut config.source)?;
     }
     if let Some(backend) = args.backend {
         config.model.backend = backend;
+    }
+    if let Some(listen) = args.metrics {
+        config.metrics.listen = Some(listen);
     }
     let duration_ns = args.duration.or(if args.frames.is_none() {
         Some(10_000_000_000)
@@ -198,7 +235,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let live = !args.quiet && std::io::stderr().is_terminal();
     let status: Option<pipeline::StatusFn> = if live {
         Some(Box::new(|s: &pipeline::Status| {
-            eprint!("\r\x1b[2K{}", report::status_line(s))
+            // One column less than the terminal is wide, so it never wraps and `\r` redraws it in place.
+            let width = report::terminal_width().saturating_sub(1);
+            eprint!("\r\x1b[2K{}", report::status_line(s, width))
         }))
     } else {
         None

@@ -11,9 +11,12 @@
 //!   takes microseconds, so it never fills, and a refused pose is counted.
 //! - Loop threads never allocate, lock, log or do I/O after start: records go to the writer through SPSC
 //!   rings; latency histograms are double-buffered through a pair of rings.
+//! - Live numbers leave through the writer: it publishes a [`crate::metrics::Live`] snapshot that the
+//!   caller's thread (status line) and, with `[metrics] listen`, the tokio `/metrics` thread read.
 //! - Stopping: capture stops, inference finishes the last frame, actuation drains, returns every output to
 //!   rest and turns the device off (also on error or panic), then the writer drains and closes the files.
 
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,21 +25,20 @@ use std::thread::{self, JoinHandle, Thread};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use reflex_firmware_bridge::{
-    DeviceEvent, Output, OutputCommand, SerialConfig, SerialDevice, SimConfig, SimulatedDevice,
-};
+use reflex_firmware_bridge::{DeviceEvent, Output, OutputCommand};
 use reflex_plugins::pose::Pose;
-use reflex_plugins::predict::{
-    Horizon, KalmanPredictor, LastMeasurement, Predictor, RobustPredictor,
-};
-use reflex_plugins::trigger::{Action, ActionBuf, Trigger, TriggerInput, ZoneTrigger};
+use reflex_plugins::trigger::Action;
 
 use crate::camera::synthetic::SyntheticCamera;
-use crate::camera::{Frame, FrameSource};
+use crate::camera::video::VideoSource;
+use crate::camera::{Frame, FrameSource, Source};
 use crate::clock::SharedClock;
-use crate::config::{Config, OutputKind, PredictorKind, line_of};
+use crate::config::{Config, line_of};
+use crate::decision::{self, DecisionStep, FrameInput, Routed};
+use crate::device_clock::{self, DeviceClock, SYNC_EVERY_NS, SYNC_POLL_NS};
 use crate::inference::{self, PoseModel};
 use crate::latency::{LatencySet, Stage};
+use crate::metrics::{Live, LiveLatency, MetricsServer, SessionInfo};
 use crate::realtime;
 use crate::record::{EventRecord, PoseRecord, Stamps, TruthRecord, frame_tag, tag_frame};
 use crate::session::{self, FrameCounts, Summary, WriterInputs};
@@ -71,16 +73,15 @@ pub struct Shared {
     pub inference_done: AtomicBool,
     /// Actuation thread has finished (outputs are off).
     pub actuation_done: AtomicBool,
-    /// End-to-end p50 (ns) of the last interval, for the status line.
-    pub live_p50_ns: AtomicU64,
-    /// End-to-end p99 (ns) of the last interval, for the status line.
-    pub live_p99_ns: AtomicU64,
+    /// Counts and per-stage latency published by the writer for the status line and `/metrics`; loop
+    /// threads never touch it.
+    pub live: Arc<Live>,
     /// The first error, taken only on the way out (never on the per-frame path).
     error: Mutex<Option<String>>,
 }
 
 impl Shared {
-    fn new(clock: SharedClock) -> Self {
+    fn new(clock: SharedClock, live: Arc<Live>) -> Self {
         Self {
             stop: AtomicBool::new(false),
             start_ns: clock.now_ns(),
@@ -96,8 +97,7 @@ impl Shared {
             capture_done: AtomicBool::new(false),
             inference_done: AtomicBool::new(false),
             actuation_done: AtomicBool::new(false),
-            live_p50_ns: AtomicU64::new(0),
-            live_p99_ns: AtomicU64::new(0),
+            live,
             error: Mutex::new(None),
         }
     }
@@ -180,10 +180,14 @@ pub struct Status {
     pub frames: FrameCounts,
     /// Processed frames per second since the last snapshot.
     pub fps: f64,
-    /// End-to-end p50 of the last interval (ns).
-    pub p50_ns: u64,
-    /// End-to-end p99 of the last interval (ns).
-    pub p99_ns: u64,
+    /// Records lost to full writer rings so far.
+    pub records_lost: u64,
+    /// Errors the output device reported so far.
+    pub device_errors: u64,
+    /// Per-stage latency: quantiles of the last histogram interval (1 s), counts since the start.
+    pub latency: LiveLatency,
+    /// Where `/metrics` is served (the bound address, also when `[metrics] listen` asked for port 0).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// What a finished session reports.
@@ -209,93 +213,69 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
     let config = opts.config.clone();
     let clock = Arc::clone(&opts.clock);
 
-    if config.source.kind != "synthetic" {
-        return Err(anyhow!(
-            "unknown frame source `{}` (this build has: synthetic; video:PATH, v4l:/dev/videoN and aravis:NAME are planned)",
-            config.source.kind
-        ));
-    }
-    let source = SyntheticCamera::new(&config.source.synthetic, Arc::clone(&clock))
-        .with_context(|| format!("{}: [source.synthetic]", opts.config_file))?;
+    let mut source = open_source(&config, &opts.config_file, &clock)?;
 
-    let model = inference::load(&config.model, &mut *opts.notice)
+    let mut model = inference::load(&config.model, &mut *opts.notice)
         .with_context(|| format!("loading the pose model `{}`", config.model.path))?;
+    // Every buffer for the camera's frame size is made now, not on the first frame.
+    let (width, height, format) = (
+        source.info().width,
+        source.info().height,
+        source.info().format,
+    );
+    model.prepare(width, height, format).with_context(|| {
+        format!(
+            "preparing the pose model `{}` for {width}x{height} frames",
+            config.model.path
+        )
+    })?;
     let keypoints: Vec<String> = model.keypoints().to_vec();
     let names: Vec<&str> = keypoints.iter().map(String::as_str).collect();
 
-    let mut triggers: Vec<Box<dyn Trigger>> = Vec::new();
-    let mut trigger_names = Vec::new();
-    for t in &config.triggers {
-        let trigger = ZoneTrigger::new(t.get_ref(), &names).map_err(|e| {
-            anyhow!(
-                "{} line {}: {e}",
-                opts.config_file,
-                line_of(&opts.config_text, t.span().start)
-            )
-        })?;
-        trigger_names.push(t.get_ref().name.clone());
-        triggers.push(Box::new(trigger));
-    }
-    let (predictor, horizon): (Box<dyn Predictor>, Horizon) = match config.predictor.kind {
-        PredictorKind::Kalman => (
-            Box::new(KalmanPredictor::new(&config.predictor.kalman).context("[predictor.kalman]")?),
-            config.predictor.kalman.horizon(),
-        ),
-        PredictorKind::Robust => (
-            Box::new(RobustPredictor::new(&config.predictor.robust).context("[predictor.robust]")?),
-            config.predictor.kalman.horizon(),
-        ),
-        PredictorKind::None => (
-            Box::new(LastMeasurement::new()),
-            Horizon {
-                forward_ns: 0,
-                adapt: false,
-            },
-        ),
-    };
-    let output: Box<dyn Output> = match config.output.kind {
-        OutputKind::Serial => {
-            let c = &config.output.serial;
-            let serial = SerialConfig {
-                baud_rate: c.baud_rate,
-                handshake_timeout_ms: c.handshake_timeout_ms,
-                ..SerialConfig::default()
-            };
-            Box::new(
-                SerialDevice::open(&c.port, &serial)
-                    .with_context(|| format!("opening the output device on {}", c.port))?,
-            )
-        }
-        OutputKind::Simulated => {
-            let c = &config.output.simulated;
-            let host_clock = Arc::clone(&clock);
-            Box::new(SimulatedDevice::new(
-                SimConfig {
-                    channels: c.channels,
-                    actuation_delay_us: c.actuation_delay_us,
-                    watchdog_ms: c.watchdog_ms,
-                    ..SimConfig::default()
-                },
-                Arc::new(move || host_clock.now_ns()),
-            ))
-        }
-    };
+    // Predict → trigger → actions: the step `reflex replay` runs on recorded poses too.
+    let decide = DecisionStep::from_config(&config, &opts.config_text, &opts.config_file, &names)?;
+    let trigger_names = decide.trigger_names();
+    let (output, device_probe) = crate::outputs::open_with_probe(&config.output, &clock)?;
+    source
+        .attach_device(device_probe, output.info().channels)
+        .with_context(|| format!("{}: [source.synthetic]", opts.config_file))?;
 
     // A real device says how many channels it has only in its handshake.
     for t in &config.triggers {
         let channels = output.info().channels;
-        if t.get_ref().channel >= channels {
+        if let Some(channel) = t.get_ref().channels().find(|&c| c >= channels) {
             return Err(anyhow!(
-                "{} line {}: trigger `{}`: channel {} does not exist ({} has channels 0..{})",
+                "{} line {}: trigger `{}`: channel {channel} does not exist ({} has channels 0..{})",
                 opts.config_file,
                 line_of(&opts.config_text, t.span().start),
                 t.get_ref().name,
-                t.get_ref().channel,
                 output.info().name,
                 channels.saturating_sub(1)
             ));
         }
     }
+
+    // The metrics endpoint binds before the session folder exists, so a taken port leaves nothing behind.
+    let live = Arc::new(Live::default());
+    let metrics = match &config.metrics.listen {
+        None => None,
+        Some(listen) => {
+            let info = SessionInfo {
+                backend: model.backend().to_string(),
+                source: source.info().name.clone(),
+            };
+            let server =
+                MetricsServer::start(listen, Arc::clone(&live), info).with_context(|| {
+                    format!("cannot serve metrics on {listen} (metrics.listen / --metrics)")
+                })?;
+            (opts.notice)(format!(
+                "metrics: http://{}/metrics (Prometheus)",
+                server.addr()
+            ));
+            Some(server)
+        }
+    };
+    let metrics_addr = metrics.as_ref().map(MetricsServer::addr);
 
     let dir = session::create_dir(opts.out.as_deref(), Path::new(&config.session.dir))
         .with_context(|| {
@@ -310,7 +290,7 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
     std::fs::write(dir.join(session::files::CONFIG), config.to_toml())
         .with_context(|| format!("writing {}", dir.join(session::files::CONFIG).display()))?;
 
-    let shared = Arc::new(Shared::new(Arc::clone(&clock)));
+    let shared = Arc::new(Shared::new(Arc::clone(&clock), live));
     let fps = source.info().fps;
     // Enough for 4 s of the configured rate: the writer drains every ~10 ms, so this never fills unless the
     // disk stalls for seconds, and then it is counted and reported.
@@ -357,9 +337,7 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
 
     let actuation = {
         let stage = Actuation {
-            predictor,
-            horizon,
-            triggers,
+            decide,
             output,
             clock: Arc::clone(&clock),
             shared: Arc::clone(&shared),
@@ -370,8 +348,6 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
             lat_empty: lat_empty_rx,
             latency: Box::new(LatencySet::new()),
             heartbeat_ns: u64::from(config.output.heartbeat_ms) * 1_000_000,
-            actions: ActionBuf::new(),
-            predicted: Pose::new(keypoints.len()),
             in_flight: [InFlight::default(); IN_FLIGHT],
             device_clock: DeviceClock::default(),
             pending_sync: None,
@@ -453,8 +429,10 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
                 } else {
                     0.0
                 },
-                p50_ns: shared.live_p50_ns.load(Ordering::Relaxed),
-                p99_ns: shared.live_p99_ns.load(Ordering::Relaxed),
+                records_lost: shared.records_lost.load(Ordering::Relaxed),
+                device_errors: shared.device_errors.load(Ordering::Relaxed),
+                latency: shared.live.snapshot().latency,
+                metrics_addr,
             });
             last = (now, frames.processed);
         }
@@ -478,6 +456,8 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
     let summary = writer
         .join()
         .map_err(|_| anyhow!("writer thread panicked"))??;
+    // The endpoint served until the files were closed (`reflex_up` 0 at the end); it stops with the session.
+    drop(metrics);
     let records_lost = summary.records_lost;
     if records_lost > 0 {
         tracing::error!(
@@ -494,6 +474,28 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
         });
     }
     Ok(Report { dir, summary })
+}
+
+/// The rig's frame source from `[source]`, paced by `clock` (shared by `reflex run` and `reflex lightloop`).
+/// A synthetic LED lights up once [`Source::attach_device`] wires it to the output device.
+pub fn open_source(
+    config: &Config,
+    config_file: &str,
+    clock: &SharedClock,
+) -> anyhow::Result<Source> {
+    match config.source.kind.as_str() {
+        "synthetic" => Ok(Source::Synthetic(
+            SyntheticCamera::new(&config.source.synthetic, Arc::clone(clock))
+                .with_context(|| format!("{config_file}: [source.synthetic]"))?,
+        )),
+        "video" => Ok(Source::Video(
+            VideoSource::open(&config.source.video, Arc::clone(clock))
+                .with_context(|| format!("{config_file}: [source.video]"))?,
+        )),
+        other => Err(anyhow!(
+            "unknown frame source `{other}` (this build has: synthetic, video:PATH[@FPS|@max]; v4l:/dev/videoN and aravis:NAME are planned)"
+        )),
+    }
 }
 
 fn spawn<T: Send + 'static>(
@@ -633,9 +635,8 @@ struct InFlight {
 
 /// Predict → trigger → output, on its own thread; owns the output device.
 pub(crate) struct Actuation {
-    predictor: Box<dyn Predictor>,
-    horizon: Horizon,
-    triggers: Vec<Box<dyn Trigger>>,
+    /// Predictor and triggers: the per-frame decision, shared with `reflex replay`.
+    decide: DecisionStep,
     output: Box<dyn Output>,
     clock: SharedClock,
     shared: Arc<Shared>,
@@ -646,51 +647,16 @@ pub(crate) struct Actuation {
     lat_empty: rtrb::Consumer<Box<LatencySet>>,
     latency: Box<LatencySet>,
     heartbeat_ns: u64,
-    actions: ActionBuf,
-    predicted: Pose,
     in_flight: [InFlight; IN_FLIGHT],
     /// Device time → host time, from clock sync.
     device_clock: DeviceClock,
     /// The clock-sync request in flight: (seq, host ns when sent).
     pending_sync: Option<(u16, u64)>,
-    /// When to send the next clock-sync request (host ns): device clocks drift, so the offset is refreshed
-    /// every [`RESYNC_NS`].
+    /// When to send the next clock-sync request (host ns): one every [`SYNC_EVERY_NS`], so the least-delay
+    /// mapping always has recent exchanges to choose from and follows the device clock's drift.
     next_sync_ns: u64,
     writer: Thread,
 }
-
-/// How often the device clock mapping is refreshed.
-const RESYNC_NS: u64 = 250_000_000;
-
-/// Maps the device's µs clock onto the host clock from the two latest sync points (device time, host time
-/// at the middle of the round trip): offset and rate, so a device clock that runs fast or slow is followed.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct DeviceClock {
-    /// (device ns, host ns), oldest first; `None` until measured.
-    points: [Option<(i128, i128)>; 2],
-}
-
-impl DeviceClock {
-    /// Add a sync point.
-    fn add(&mut self, device_us: u64, host_ns: u64) {
-        let point = (i128::from(device_us) * 1000, i128::from(host_ns));
-        self.points = [self.points[1], Some(point)];
-    }
-
-    /// Host time (ns) of device time `device_us`; `None` before the first sync.
-    fn host_ns(&self, device_us: u64) -> Option<u64> {
-        let (d2, h2) = self.points[1]?;
-        let d = i128::from(device_us) * 1000;
-        let rate = match self.points[0] {
-            // Only a span long enough to average out the round-trip jitter gives the rate.
-            Some((d1, h1)) if d2 - d1 > 100_000_000 => (h2 - h1) as f64 / (d2 - d1) as f64,
-            _ => 1.0,
-        };
-        Some((h2 + ((d - d2) as f64 * rate) as i128).max(0) as u64)
-    }
-}
-/// A sync reply that took longer than this round trip is too uncertain to move the offset.
-const MAX_SYNC_RTT_NS: u64 = 5_000_000;
 
 impl Actuation {
     fn run(mut self) {
@@ -730,7 +696,7 @@ impl Actuation {
                 if let Ok(seq) = self.output.request_sync() {
                     self.pending_sync = Some((seq, now));
                 }
-                self.next_sync_ns = now + RESYNC_NS;
+                self.next_sync_ns = now + SYNC_EVERY_NS;
             }
             self.poll_device();
             if now >= self.latency.start_ns + interval_ns {
@@ -755,8 +721,15 @@ impl Actuation {
                 }
                 Err(_) => {
                     let until_heartbeat = next_heartbeat_ns.saturating_sub(self.clock.now_ns());
+                    // While a clock-sync reply is due, look often: the time it waits unread counts as
+                    // round trip and loosens the mapping.
+                    let longest = if self.pending_sync.is_some() {
+                        SYNC_POLL_NS
+                    } else {
+                        5_000_000
+                    };
                     wait(Duration::from_nanos(
-                        until_heartbeat.clamp(100_000, 5_000_000),
+                        until_heartbeat.clamp(SYNC_POLL_NS, longest),
                     ));
                 }
             }
@@ -767,36 +740,24 @@ impl Actuation {
     fn process(&mut self, msg: PoseMsg) -> Result<(), String> {
         let mut stamps = msg.stamps;
         stamps.actuation_ns = self.clock.now_ns();
-        self.predictor.observe(&msg.pose, stamps.exposure_ns);
-        let target_ns = self
-            .horizon
-            .target_ns(stamps.exposure_ns, stamps.actuation_ns);
-        self.predictor.predict(target_ns, &mut self.predicted);
-        stamps.predicted_ns = self.clock.now_ns();
-
-        self.actions.clear();
-        let input = TriggerInput {
-            frame_id: msg.frame,
-            frame_time_ns: stamps.exposure_ns,
-            now_ns: stamps.predicted_ns,
+        let input = FrameInput {
+            frame: msg.frame,
+            exposure_ns: stamps.exposure_ns,
+            actuation_ns: stamps.actuation_ns,
             measured: &msg.pose,
-            predicted: &self.predicted,
         };
-        for (i, trigger) in self.triggers.iter_mut().enumerate() {
-            if let Some(active) = trigger.evaluate(&input, &mut self.actions) {
-                let ev = EventRecord::Trigger {
-                    frame: msg.frame,
-                    t_ns: stamps.predicted_ns,
-                    trigger: i as u16,
-                    active,
-                };
-                push_or_count(&mut self.events, ev, &self.shared);
-            }
-        }
-        stamps.decided_ns = self.clock.now_ns();
+        let (clock, events, shared) = (&self.clock, &mut self.events, &*self.shared);
+        let decided = self
+            .decide
+            .step(&input, &mut |_| clock.now_ns(), &mut |ev| {
+                push_or_count(events, ev, shared)
+            });
+        let target_ns = decided.target_ns;
+        stamps.predicted_ns = decided.predicted_ns;
+        stamps.decided_ns = decided.decided_ns;
 
-        for i in 0..self.actions.len() {
-            let action = self.actions.as_slice()[i];
+        for i in 0..self.decide.actions().len() {
+            let action = self.decide.actions()[i];
             stamps.written_ns = self
                 .execute(action, Some(msg.frame), stamps.exposure_ns)?
                 .unwrap_or(stamps.written_ns);
@@ -842,7 +803,7 @@ impl Actuation {
             stamps,
             target_ns,
             measured: msg.pose,
-            predicted: self.predicted,
+            predicted: *self.decide.predicted(),
         };
         push_or_count(&mut self.poses_out, rec, &self.shared);
         self.shared.processed.fetch_add(1, Ordering::Relaxed);
@@ -857,20 +818,13 @@ impl Actuation {
         frame: Option<u64>,
         exposure_ns: u64,
     ) -> Result<Option<u64>, String> {
-        let command = match action {
-            Action::SetLevel { channel, high } => OutputCommand::SetLevel { channel, high },
-            Action::Pulse { channel, width_us } => OutputCommand::Pulse { channel, width_us },
-            Action::Mark { code } => {
-                let ev = EventRecord::Mark {
-                    frame: frame.unwrap_or(0),
-                    t_ns: self.clock.now_ns(),
-                    code,
-                };
+        match decision::route(action, frame, || self.clock.now_ns()) {
+            Routed::Command(command) => self.send(command, frame, exposure_ns).map(Some),
+            Routed::Event(ev) => {
                 push_or_count(&mut self.events, ev, &self.shared);
-                return Ok(None);
+                Ok(None)
             }
-        };
-        self.send(command, frame, exposure_ns).map(Some)
+        }
     }
 
     fn send(
@@ -903,6 +857,7 @@ impl Actuation {
 
     /// Handle every device reply received so far: acks become latency samples and events.
     fn poll_device(&mut self) {
+        let wire = self.output.sync_timing();
         let Self {
             output,
             in_flight,
@@ -922,11 +877,7 @@ impl Actuation {
                 if let Some((want, sent_ns)) = *pending_sync
                     && want == seq
                 {
-                    let now = clock.now_ns();
-                    if now - sent_ns <= MAX_SYNC_RTT_NS {
-                        // The device read its clock about halfway through the round trip.
-                        device_clock.add(device_time_us, sent_ns / 2 + now / 2);
-                    }
+                    device_clock.add(device_time_us, sent_ns, clock.now_ns(), wire);
                     *pending_sync = None;
                 }
             }
@@ -978,34 +929,16 @@ impl Actuation {
         }
     }
 
-    /// The first clock-sync point, before any frame: the request's round-trip midpoint against the device's
-    /// time (later points come every `RESYNC_NS` from the loop).
+    /// The first clock-sync points, before any frame: [`device_clock::WINDOW`] exchanges one after the other,
+    /// so the least-delay mapping starts from the best of them (later ones come every [`SYNC_EVERY_NS`] from
+    /// the loop).
     fn sync_clock(&mut self) {
-        let t0 = self.clock.now_ns();
-        let Ok(want) = self.output.request_sync() else {
-            return;
-        };
-        let mut reply = None;
-        for _ in 0..1000 {
-            let _ = self.output.poll(&mut |ev| {
-                if let DeviceEvent::SyncReply {
-                    seq,
-                    device_time_us,
-                } = ev
-                    && seq == want
-                {
-                    reply = Some(device_time_us);
-                }
-            });
-            if reply.is_some() {
-                break;
-            }
-            wait(Duration::from_micros(100));
-        }
-        let t1 = self.clock.now_ns();
-        if let Some(device_us) = reply {
-            self.device_clock.add(device_us, t0 / 2 + t1 / 2);
-        }
+        device_clock::sync_burst(
+            &mut *self.output,
+            &*self.clock,
+            &mut self.device_clock,
+            &mut |_| {},
+        );
     }
 
     fn swap_latency(&mut self, now: u64) {
@@ -1022,10 +955,7 @@ impl Actuation {
 
     /// Outputs to rest: every trigger's resting actions, then all off; the last histograms to the writer.
     fn shutdown(&mut self) {
-        let mut rest = ActionBuf::new();
-        for t in &mut self.triggers {
-            t.reset(&mut rest);
-        }
+        let rest = self.decide.rest();
         for &action in rest.as_slice() {
             if let Err(e) = self.execute(action, None, 0) {
                 self.shared.fail(e);
@@ -1063,32 +993,5 @@ impl Actuation {
 fn push_or_count<T>(ring: &mut rtrb::Producer<T>, value: T, shared: &Shared) {
     if ring.push(value).is_err() {
         shared.records_lost.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::DeviceClock;
-
-    #[test]
-    fn device_clock_follows_offset_and_rate() {
-        let mut c = DeviceClock::default();
-        assert_eq!(c.host_ns(5), None);
-        // Device µs clock starts at 1 s and runs 10 % slow against the host.
-        c.add(1_000_000, 50_000_000_000);
-        assert_eq!(
-            c.host_ns(1_000_100),
-            Some(50_000_100_000),
-            "one point: offset only"
-        );
-        c.add(1_900_000, 51_000_000_000);
-        // 0.9 s of device time took 1 s of host time: 90 µs on the device is 100 µs on the host.
-        assert_eq!(c.host_ns(1_900_090), Some(51_000_100_000));
-        // Points closer than 100 ms give no rate (round-trip jitter would dominate): offset only.
-        c.add(1_950_000, 51_060_000_000);
-        let mut near = DeviceClock::default();
-        near.add(1_949_990, 51_059_990_000);
-        near.add(1_950_000, 51_060_000_000);
-        assert_eq!(near.host_ns(1_950_010), Some(51_060_010_000));
     }
 }

@@ -107,6 +107,19 @@ pub enum EventRecord {
         t_ns: u64,
         /// The mark's code.
         code: u16,
+        /// Index of the trigger that marked it, in the config.
+        trigger: u16,
+    },
+    /// A trigger wrote a recording start or stop marker (no output).
+    Recording {
+        /// Frame that caused it.
+        frame: u64,
+        /// Host time (ns).
+        t_ns: u64,
+        /// Index of the trigger, in the config.
+        trigger: u16,
+        /// True = start, false = stop.
+        start: bool,
     },
     /// The device reported an error.
     DeviceError {
@@ -123,7 +136,9 @@ impl EventRecord {
     /// The frame the event refers to, if any.
     pub fn frame(&self) -> Option<u64> {
         match *self {
-            EventRecord::Trigger { frame, .. } | EventRecord::Mark { frame, .. } => Some(frame),
+            EventRecord::Trigger { frame, .. }
+            | EventRecord::Mark { frame, .. }
+            | EventRecord::Recording { frame, .. } => Some(frame),
             EventRecord::Ack { frame, .. } | EventRecord::Command { frame, .. } => frame,
             EventRecord::DeviceError { .. } => None,
         }

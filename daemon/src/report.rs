@@ -11,18 +11,77 @@ fn ms(ns: u64) -> String {
     format!("{:.3}", ns as f64 / 1e6)
 }
 
-/// One status line: time, frames, drops, rate and the current end-to-end latency.
-pub fn status_line(s: &Status) -> String {
-    format!(
-        "{:6.1} s  captured {:>6}  processed {:>6}  dropped {:>4}  {:6.1} fps  end-to-end p50 {} ms  p99 {} ms",
-        s.elapsed_s,
-        s.frames.captured,
-        s.frames.processed,
-        s.frames.dropped,
-        s.fps,
-        ms(s.p50_ns),
-        ms(s.p99_ns)
-    )
+/// ns → ms with three significant digits (`12.3`, `6.23`, `0.019`), for the status line.
+fn ms_short(ns: u64) -> String {
+    let v = ns as f64 / 1e6;
+    match v {
+        v if v >= 100.0 => format!("{v:.0}"),
+        v if v >= 10.0 => format!("{v:.1}"),
+        v if v >= 1.0 => format!("{v:.2}"),
+        v => format!("{v:.3}"),
+    }
+}
+
+/// One status line of at most `max_width` characters: time, frames, drops and rate; then, while they fit and
+/// in this order, the last interval's end-to-end p50/p99, lost records and device errors (when any), and the
+/// p99 of inference, of the loop outside inference and of the device ack (stages the interval measured).
+pub fn status_line(s: &Status, max_width: usize) -> String {
+    let mut line = format!(
+        "{:6.1} s  captured {}  processed {}  dropped {}  {:5.1} fps",
+        s.elapsed_s, s.frames.captured, s.frames.processed, s.frames.dropped, s.fps
+    );
+    let window = |stage: Stage| Some(s.latency.get(stage).window).filter(|w| w.count > 0);
+    let mut more = Vec::new();
+    if let Some(w) = window(Stage::EndToEnd) {
+        more.push(format!(
+            "end-to-end p50 {} p99 {} ms",
+            ms_short(w.p50),
+            ms_short(w.p99)
+        ));
+    }
+    if s.records_lost > 0 {
+        more.push(format!("LOST {} records", s.records_lost));
+    }
+    if s.device_errors > 0 {
+        more.push(format!("device errors {}", s.device_errors));
+    }
+    for (stage, label) in [
+        (Stage::Inference, "inference"),
+        (Stage::OutsideInference, "outside inference"),
+        (Stage::DeviceAck, "device ack"),
+    ] {
+        if let Some(w) = window(stage) {
+            more.push(format!("{label} p99 {} ms", ms_short(w.p99)));
+        }
+    }
+    for part in more {
+        if line.len() + 2 + part.len() > max_width {
+            break;
+        }
+        line.push_str("  ");
+        line.push_str(&part);
+    }
+    line.truncate(max_width);
+    line
+}
+
+/// Columns of the terminal on stderr (where the status line goes), or 100 when that is not a terminal.
+pub fn terminal_width() -> usize {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // reason for allowing unsafe: FFI to ioctl(TIOCGWINSZ), the one way to read a terminal's size.
+    // SAFETY: TIOCGWINSZ writes one `winsize` into `size`, a valid and writable one; on error it writes nothing.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) };
+    if rc == 0 && size.ws_col > 0 {
+        usize::from(size.ws_col)
+    } else {
+        100
+    }
 }
 
 /// The end-of-session table: p50 / p90 / p99 / p99.9 / max per stage and end to end, in ms.
@@ -82,4 +141,72 @@ pub fn latency_table(summary: &Summary) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::latency::LatencySet;
+    use crate::metrics::LiveLatency;
+    use crate::session::FrameCounts;
+
+    fn status() -> Status {
+        let mut set = LatencySet::new();
+        for v in 1..=100u64 {
+            set.record(Stage::EndToEnd, v * 100_000);
+            set.record(Stage::Inference, v * 80_000);
+            set.record(Stage::OutsideInference, v * 20_000);
+        }
+        let mut latency = LiveLatency::default();
+        latency.add_interval(&set);
+        Status {
+            elapsed_s: 12.5,
+            frames: FrameCounts {
+                captured: 1502,
+                processed: 1501,
+                dropped: 1,
+                stale: 1,
+                ..FrameCounts::default()
+            },
+            fps: 120.04,
+            records_lost: 0,
+            device_errors: 0,
+            latency,
+            metrics_addr: None,
+        }
+    }
+
+    #[test]
+    fn status_line_shows_stage_p99s_while_they_fit() {
+        let s = status();
+        let wide = status_line(&s, 200);
+        assert_eq!(
+            wide,
+            "  12.5 s  captured 1502  processed 1501  dropped 1  120.0 fps  end-to-end p50 5.00 p99 9.90 ms  inference p99 7.92 ms  outside inference p99 1.98 ms"
+        );
+        // No device ack in this interval: not shown. Narrower: the lowest-priority parts go first.
+        let narrow = status_line(&s, 100);
+        assert_eq!(
+            narrow,
+            "  12.5 s  captured 1502  processed 1501  dropped 1  120.0 fps  end-to-end p50 5.00 p99 9.90 ms"
+        );
+        assert!(status_line(&s, 40).len() <= 40);
+        // Warnings come before the per-stage detail.
+        let bad = Status {
+            records_lost: 3,
+            device_errors: 2,
+            ..s
+        };
+        let line = status_line(&bad, 140);
+        assert!(
+            line.ends_with("9.90 ms  LOST 3 records  device errors 2"),
+            "{line}"
+        );
+        // Before the first interval: counts only.
+        let fresh = Status {
+            latency: LiveLatency::default(),
+            ..s
+        };
+        assert!(status_line(&fresh, 200).ends_with("120.0 fps"));
+    }
 }

@@ -19,6 +19,7 @@ use reflex_plugins::pose::Pose;
 use serde::{Deserialize, Serialize};
 
 use crate::latency::{LatencySet, Quantiles, Stage};
+use crate::metrics::{LiveLatency, LiveSnapshot};
 use crate::pipeline::Shared;
 use crate::record::{EventRecord, PoseRecord, TruthRecord};
 
@@ -28,6 +29,8 @@ pub mod files {
     pub const CONFIG: &str = "config.toml";
     /// Measured and predicted poses, one row per processed frame × keypoint.
     pub const POSES: &str = "poses.csv";
+    /// Host timestamps of every processed frame's way through the loop, one row per frame.
+    pub const FRAMES: &str = "frames.csv";
     /// Trigger changes, output commands, device acks (JSON lines).
     pub const EVENTS: &str = "events.jsonl";
     /// HdrHistogram interval log, one tag per stage.
@@ -75,6 +78,10 @@ pub struct Summary {
     pub realtime: bool,
     /// Session length on the host clock (s).
     pub duration_s: f64,
+    /// Host clock (ns) at the session start: `latency.hlog` interval timestamps count from here, and the
+    /// times in `frames.csv` and `events.jsonl` are on this clock (0 in sessions recorded before it was kept).
+    #[serde(default)]
+    pub start_ns: u64,
     /// The frame source.
     pub source: String,
     /// Whether the session ended normally (`false` while running or after an error).
@@ -161,6 +168,8 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
     };
     let mut poses = open(files::POSES)?;
     writeln!(poses, "frame,t_ns,track,node,x,y,score,pred_x,pred_y")?;
+    let mut frames = open(files::FRAMES)?;
+    writeln!(frames, "{FRAMES_HEADER}")?;
     let mut events = open(files::EVENTS)?;
     let mut truth = if w.truth_keypoints.is_empty() {
         None
@@ -170,7 +179,7 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
     if let Some(t) = truth.as_mut() {
         writeln!(t, "frame,track,node,x,y")?;
     }
-    let mut hlog_file = open(files::LATENCY)?;
+    let mut hlog_file = LineFlush(open(files::LATENCY)?);
     let mut serializer = V2DeflateSerializer::new();
     let mut hlog = IntervalLogWriterBuilder::new()
         .add_comment("reflex per-stage latency, ns; one tag per stage (see ARCHITECTURE.md)")
@@ -178,6 +187,8 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
         .begin_log_with(&mut hlog_file, &mut serializer)?;
 
     let mut totals = LatencySet::new();
+    // The last interval's quantiles and the totals, for the status line and `/metrics`.
+    let mut live_latency = LiveLatency::default();
     let mut summary = Summary {
         frames: FrameCounts::default(),
         latency_ns: Default::default(),
@@ -187,6 +198,7 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
         device_errors: 0,
         realtime: false,
         duration_s: 0.0,
+        start_ns: w.shared.start_ns,
         source: w.source.clone(),
         complete: false,
         error: None,
@@ -203,6 +215,7 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
             && shared.capture_done.load(Ordering::Acquire);
         while let Ok(r) = w.poses.pop() {
             write_pose(&mut poses, &mut line, &r, &w.keypoints)?;
+            write_frame(&mut frames, &mut line, &r)?;
         }
         while let Ok(e) = w.events.pop() {
             write_event(&mut events, &mut line, &e, &w.trigger_names)?;
@@ -215,15 +228,7 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
         }
         while let Ok(mut set) = w.latency_full.pop() {
             totals.add(&set);
-            let e2e = set.get(Stage::EndToEnd);
-            if !e2e.is_empty() {
-                shared
-                    .live_p50_ns
-                    .store(e2e.value_at_quantile(0.5), Ordering::Relaxed);
-                shared
-                    .live_p99_ns
-                    .store(e2e.value_at_quantile(0.99), Ordering::Relaxed);
-            }
+            live_latency.add_interval(&set);
             let start = Duration::from_nanos(set.start_ns.saturating_sub(shared.start_ns));
             let length = Duration::from_nanos(set.end_ns.saturating_sub(set.start_ns));
             for stage in Stage::ALL {
@@ -236,11 +241,21 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
             let _ = w.latency_empty.push(set);
         }
         poses.flush()?;
+        frames.flush()?;
         events.flush()?;
         if let Some(t) = truth.as_mut() {
             t.flush()?;
         }
         let now = shared.clock.now_ns();
+        shared.live.publish(LiveSnapshot {
+            running: !done,
+            elapsed_s: now.saturating_sub(shared.start_ns) as f64 / 1e9,
+            frames: shared.counts(),
+            records_lost: shared.records_lost.load(Ordering::Relaxed),
+            device_errors: shared.device_errors.load(Ordering::Relaxed),
+            realtime: shared.realtime.load(Ordering::Relaxed),
+            latency: live_latency,
+        });
         if done || now.saturating_sub(last_summary_ns) >= 1_000_000_000 {
             last_summary_ns = now;
             fill_summary(&mut summary, &shared, &totals, now, done);
@@ -285,10 +300,11 @@ pub fn write_summary(dir: &Path, summary: &Summary) -> Result<(), std::io::Error
     std::fs::rename(&tmp, dir.join(files::SUMMARY))
 }
 
-/// Append `v` to `line`, or nothing for NaN (a missing point).
+/// Append `v` to `line`, or nothing for NaN (a missing point). The shortest decimal that reads back as the
+/// same `f32`, so `reflex replay` feeds the predictor and the triggers exactly what the live loop had.
 fn push_num(line: &mut String, v: f32) {
     if v.is_finite() {
-        let _ = write!(line, "{v:.3}");
+        let _ = write!(line, "{v}");
     }
 }
 
@@ -322,6 +338,50 @@ fn write_pose(
     Ok(())
 }
 
+/// Flushes at the end of every line, so `latency.hlog` holds whole lines at any moment, like the other files
+/// (the interval-log writer borrows its output for the whole session, so it cannot be flushed from outside).
+struct LineFlush<W: Write>(W);
+
+impl<W: Write> Write for LineFlush<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        if buf[..n].ends_with(b"\n") {
+            self.0.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// The header of `frames.csv`: one column per [`crate::record::Stamps`] field, in the order of a frame's way.
+pub const FRAMES_HEADER: &str = "frame,exposure_ns,capture_ns,infer_start_ns,infer_end_ns,actuation_ns,predicted_ns,decided_ns,written_ns";
+
+/// One `frames.csv` row: the frame's host stamps (ns); `written_ns` is empty when the frame commanded nothing.
+fn write_frame(out: &mut impl Write, line: &mut String, r: &PoseRecord) -> std::io::Result<()> {
+    let s = &r.stamps;
+    line.clear();
+    let _ = write!(
+        line,
+        "{},{},{},{},{},{},{},{},",
+        r.frame,
+        s.exposure_ns,
+        s.capture_ns,
+        s.infer_start_ns,
+        s.infer_end_ns,
+        s.actuation_ns,
+        s.predicted_ns,
+        s.decided_ns
+    );
+    if s.written_ns != 0 {
+        let _ = write!(line, "{}", s.written_ns);
+    }
+    line.push('\n');
+    out.write_all(line.as_bytes())
+}
+
 fn write_truth(
     out: &mut impl Write,
     line: &mut String,
@@ -350,7 +410,9 @@ fn write_points(
     Ok(())
 }
 
-fn write_event(
+/// Write one `events.jsonl` line for `e`; `triggers` names the triggers by index (shared with `reflex replay`,
+/// so its events have the live format).
+pub fn write_event(
     out: &mut impl Write,
     line: &mut String,
     e: &EventRecord,
@@ -426,10 +488,29 @@ fn write_event(
                 JsonOpt(frame)
             );
         }
-        EventRecord::Mark { frame, t_ns, code } => {
+        EventRecord::Mark {
+            frame,
+            t_ns,
+            code,
+            trigger,
+        } => {
             let _ = write!(
                 line,
-                r#"{{"type":"mark","frame":{frame},"t_ns":{t_ns},"code":{code}}}"#
+                r#"{{"type":"mark","frame":{frame},"t_ns":{t_ns},"code":{code},"trigger":{}}}"#,
+                json_str(trigger_name(triggers, trigger))
+            );
+        }
+        EventRecord::Recording {
+            frame,
+            t_ns,
+            trigger,
+            start,
+        } => {
+            let _ = write!(
+                line,
+                r#"{{"type":"recording","frame":{frame},"t_ns":{t_ns},"trigger":{},"marker":"{}"}}"#,
+                json_str(trigger_name(triggers, trigger)),
+                if start { "start" } else { "stop" }
             );
         }
         EventRecord::DeviceError { t_ns, seq, error } => {
@@ -442,6 +523,11 @@ fn write_event(
     }
     line.push('\n');
     out.write_all(line.as_bytes())
+}
+
+/// The name of trigger `index`, `?` when out of range.
+fn trigger_name(triggers: &[String], index: u16) -> &str {
+    triggers.get(usize::from(index)).map_or("?", String::as_str)
 }
 
 /// A JSON number or `null`.
@@ -471,6 +557,18 @@ mod tests {
         assert!(
             s.starts_with("20") && s.ends_with('Z') && s.as_bytes()[8] == b'T',
             "{s}"
+        );
+    }
+
+    #[test]
+    fn latency_log_lines_reach_the_file_whole() {
+        let mut w = LineFlush(BufWriter::new(Vec::new()));
+        w.write_all(b"Tag=end_to_end,0.000,1.000,").unwrap();
+        assert!(w.0.get_ref().is_empty(), "half a line stays buffered");
+        w.write_all(b"HISTF\n").unwrap();
+        assert_eq!(
+            w.0.get_ref().as_slice(),
+            b"Tag=end_to_end,0.000,1.000,HISTF\n"
         );
     }
 
@@ -523,6 +621,18 @@ mod tests {
                 seq: 2,
                 error: reflex_firmware_bridge::DeviceError::BadArgument,
             },
+            EventRecord::Mark {
+                frame: 4,
+                t_ns: 13,
+                code: 7,
+                trigger: 0,
+            },
+            EventRecord::Recording {
+                frame: 5,
+                t_ns: 14,
+                trigger: 0,
+                start: false,
+            },
         ];
         for e in &evs {
             write_event(&mut out, &mut line, e, &names).unwrap();
@@ -533,5 +643,9 @@ mod tests {
             assert!(v["type"].is_string());
         }
         assert!(text.contains(r#""trigger":"z\"1""#));
+        assert!(text.contains(r#"{"type":"mark","frame":4,"t_ns":13,"code":7,"trigger":"z\"1"}"#));
+        assert!(text.contains(
+            r#"{"type":"recording","frame":5,"t_ns":14,"trigger":"z\"1","marker":"stop"}"#
+        ));
     }
 }

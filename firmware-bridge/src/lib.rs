@@ -108,10 +108,12 @@ impl SyncTiming {
         let byte_ns = 10_000_000_000 / u64::from(baud_rate.max(1));
         let bytes = |payload: Option<usize>| frame_len(payload.unwrap_or(0)) as u64;
         Self {
-            request_ns: bytes(host_to_device::payload_len(host_to_device::msg_type::SYNC_REQUEST))
-                * byte_ns,
-            reply_ns: bytes(device_to_host::payload_len(device_to_host::msg_type::SYNC_REPLY))
-                * byte_ns,
+            request_ns: bytes(host_to_device::payload_len(
+                host_to_device::msg_type::SYNC_REQUEST,
+            )) * byte_ns,
+            reply_ns: bytes(device_to_host::payload_len(
+                device_to_host::msg_type::SYNC_REPLY,
+            )) * byte_ns,
         }
     }
 }

@@ -8,13 +8,13 @@
 //! nothing. A vanished port (USB unplugged, simulator gone) turns every later call into an
 //! [`OutputError::Io`] that names the port, so the loop can stop cleanly.
 
-use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use reflex_protocol::device_to_host::{self, Reply};
 use reflex_protocol::host_to_device::{self, Command};
 use reflex_protocol::{FrameDecoder, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
+use crate::transport::{SerialTransport, Transport};
 use crate::{DeviceEvent, DeviceInfo, Output, OutputCommand, OutputError, SyncTiming};
 
 /// Baud rate of the reflex firmware: 500 000 baud is exact at 16 MHz (UBRR 3 with U2X) and
@@ -133,16 +133,13 @@ pub fn available_ports() -> Result<Vec<PortDescription>, serialport::Error> {
 
 /// The reflex firmware on a serial port, as an [`Output`].
 pub struct SerialDevice {
-    port: Box<dyn serialport::SerialPort>,
-    port_name: String,
+    /// The port; it remembers a failure, and names itself in errors.
+    port: SerialTransport,
     info: DeviceInfo,
-    write_timeout: Duration,
     decoder: FrameDecoder,
     tx: [u8; MAX_FRAME_LEN],
     rx: [u8; READ_CHUNK_LEN],
     next_seq: u16,
-    /// Set once the port failed: every later call reports it without touching the port.
-    failed: Option<io::ErrorKind>,
     /// Wire times of a sync exchange at the port's baud rate.
     sync_timing: SyncTiming,
 }
@@ -150,10 +147,9 @@ pub struct SerialDevice {
 impl std::fmt::Debug for SerialDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SerialDevice")
-            .field("port_name", &self.port_name)
+            .field("port", &self.port)
             .field("info", &self.info)
             .field("next_seq", &self.next_seq)
-            .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
 }
@@ -161,16 +157,12 @@ impl std::fmt::Debug for SerialDevice {
 impl SerialDevice {
     /// Opens `port` and performs the `Hello` handshake; every buffer is allocated here.
     pub fn open(port: &str, config: &SerialConfig) -> Result<Self, SerialError> {
-        let serial = serialport::new(port, config.baud_rate)
-            .timeout(Duration::ZERO)
-            .open()
-            .map_err(|source| SerialError::Open {
-                port: port.to_owned(),
-                source,
-            })?;
         let mut device = Self {
-            port: serial,
-            port_name: port.to_owned(),
+            port: SerialTransport::open(
+                port,
+                config.baud_rate,
+                Duration::from_millis(config.write_timeout_ms),
+            )?,
             info: DeviceInfo {
                 name: "reflex firmware".to_owned(),
                 device_id: 0,
@@ -178,12 +170,10 @@ impl SerialDevice {
                 protocol_version: 0,
                 channels: 0,
             },
-            write_timeout: Duration::from_millis(config.write_timeout_ms),
             decoder: FrameDecoder::new(),
             tx: [0; MAX_FRAME_LEN],
             rx: [0; READ_CHUNK_LEN],
             next_seq: 0,
-            failed: None,
             sync_timing: SyncTiming::serial(config.baud_rate),
         };
         device.handshake(config)?;
@@ -192,7 +182,7 @@ impl SerialDevice {
 
     /// The port's path, as given to [`SerialDevice::open`].
     pub fn port_name(&self) -> &str {
-        &self.port_name
+        self.port.name()
     }
 
     /// Writes raw bytes to the device, bypassing framing: for fault-injection tests (corrupt
@@ -203,7 +193,7 @@ impl SerialDevice {
 
     #[allow(clippy::disallowed_methods)] // reason: the handshake's timeout is measured once, at open, off the loop
     fn handshake(&mut self, config: &SerialConfig) -> Result<(), SerialError> {
-        let port = self.port_name.clone();
+        let port = self.port.name().to_owned();
         let fail = |source| SerialError::Handshake {
             port: port.clone(),
             source,
@@ -213,7 +203,7 @@ impl SerialDevice {
         let interval = Duration::from_millis(config.hello_interval_ms.max(1));
         // Drop whatever the device sent before we were listening (bootloader chatter, errors
         // from a previous session).
-        let _ = self.port.clear(serialport::ClearBuffer::Input);
+        self.port.clear_input();
         let mut next_hello = start;
         let mut hello_seq = None;
         let mut first_error = None;
@@ -269,7 +259,7 @@ impl SerialDevice {
                     // Bytes came, but nothing valid: more useful than "no reply".
                     Some(source) => fail(source),
                     None => SerialError::HandshakeTimeout {
-                        port: self.port_name.clone(),
+                        port: self.port.name().to_owned(),
                         timeout_ms: config.handshake_timeout_ms,
                         baud_rate: config.baud_rate,
                     },
@@ -290,18 +280,8 @@ impl SerialDevice {
         Ok(seq)
     }
 
-    fn write_all(&mut self, mut bytes: &[u8]) -> Result<(), OutputError> {
-        self.check_failed()?;
-        self.set_timeout(self.write_timeout)?;
-        while !bytes.is_empty() {
-            match self.port.write(bytes) {
-                Ok(0) => return Err(self.fail(io::ErrorKind::WriteZero.into())),
-                Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.fail(e)),
-            }
-        }
-        Ok(())
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), OutputError> {
+        Ok(self.port.write_all(bytes)?)
     }
 
     /// Reads every byte waiting on the port and hands each complete frame's message (or why it
@@ -310,16 +290,11 @@ impl SerialDevice {
         &mut self,
         sink: &mut dyn FnMut(Result<device_to_host::Message, OutputError>),
     ) -> Result<(), OutputError> {
-        self.check_failed()?;
-        self.set_timeout(Duration::ZERO)?;
         loop {
-            let n = match self.port.read(&mut self.rx) {
-                Ok(0) => return Err(self.fail(io::ErrorKind::UnexpectedEof.into())),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.fail(e)),
-            };
+            let n = self.port.read_available(&mut self.rx)?;
+            if n == 0 {
+                return Ok(());
+            }
             for &byte in self.rx.get(..n).unwrap_or_default() {
                 match self.decoder.push(byte) {
                     None => {}
@@ -329,41 +304,6 @@ impl SerialDevice {
                     }
                 }
             }
-        }
-    }
-
-    fn set_timeout(&mut self, timeout: Duration) -> Result<(), OutputError> {
-        if self.port.timeout() != timeout {
-            self.port
-                .set_timeout(timeout)
-                .map_err(|e| self.fail(e.into()))?;
-        }
-        Ok(())
-    }
-
-    /// Records that the port failed and returns the error, naming the port (allocates, but only
-    /// once, when the device is lost).
-    fn fail(&mut self, e: io::Error) -> OutputError {
-        self.failed = Some(e.kind());
-        OutputError::Io(io::Error::new(
-            e.kind(),
-            format!(
-                "serial port {} failed (device disconnected?): {e}",
-                self.port_name
-            ),
-        ))
-    }
-
-    fn check_failed(&self) -> Result<(), OutputError> {
-        match self.failed {
-            None => Ok(()),
-            Some(kind) => Err(OutputError::Io(io::Error::new(
-                kind,
-                format!(
-                    "serial port {} failed earlier; reopen the device",
-                    self.port_name
-                ),
-            ))),
         }
     }
 }
@@ -418,7 +358,7 @@ impl Drop for SerialDevice {
     /// Leaves the outputs off when the driver goes away (the firmware's watchdog would do it
     /// within its watchdog time anyway).
     fn drop(&mut self) {
-        if self.failed.is_none() {
+        if !self.port.has_failed() {
             let _ = self.all_off();
         }
     }

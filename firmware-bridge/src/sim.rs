@@ -15,6 +15,9 @@ use reflex_protocol::{FrameDecoder, FrameError, MAX_FRAME_LEN, PROTOCOL_VERSION}
 
 use crate::{DeviceError, DeviceEvent, DeviceInfo, Output, OutputCommand, OutputError};
 
+mod levels;
+use levels::{Change, LevelHistory};
+
 /// Most channels the simulator models (the `Status` levels field is a 32-bit mask).
 const MAX_CHANNELS: usize = 32;
 /// Output commands waiting for their actuation delay; when full, the oldest takes effect early.
@@ -63,7 +66,27 @@ struct ProbeState {
     watchdog_expiries: AtomicU64,
     frame_errors: AtomicU64,
     dropped_replies: AtomicU64,
+    /// Every output change the firmware committed to, with its device time.
+    history: LevelHistory,
+    /// Device calls between reading the clock and publishing what they received (0 or 1).
+    updating: AtomicU32,
+    /// The device clock's settings, to map host time to device time ([`device_time_us`]).
+    device_offset_us: i64,
+    drift_ppm: f64,
 }
+
+/// Device time in µs at host time `host_ns`: host µs, plus drift, plus the offset.
+fn device_time_us(host_ns: u64, drift_ppm: f64, offset_us: i64) -> u64 {
+    let host_us = host_ns / 1000;
+    // Float only for the small drift term, so large clock values keep µs precision.
+    let drift_us = (host_us as f64 * drift_ppm * 1e-6) as i64;
+    let device_us = i128::from(host_us) + i128::from(drift_us) + i128::from(offset_us);
+    u64::try_from(device_us.max(0)).unwrap_or(u64::MAX)
+}
+
+/// How long [`SimProbe::level_at_host_ns`] waits, at most, for a device call that read its clock but has not
+/// published yet (spin iterations: tens of µs).
+const UPDATE_SPINS: u32 = 1 << 16;
 
 /// Read-only view of the simulated device's outputs, usable from any thread (atomics only).
 /// Values are as of the device's latest call (`send`, `poll`, …), since the simulator has no
@@ -81,6 +104,28 @@ impl SimProbe {
     pub fn level(&self, channel: u8) -> bool {
         1u32.checked_shl(u32::from(channel))
             .is_some_and(|bit| self.levels() & bit != 0)
+    }
+
+    /// Whether `channel` was (or will be) high at host time `host_ns`, from the device's record of its own
+    /// waveforms: exact to the device's µs for any time up to now plus the actuation delay, since a command
+    /// is recorded when it is received. Lock-free and allocation-free, for loop threads (the synthetic
+    /// camera's LED). Call it once the host clock has passed `host_ns`: a device call that read its clock
+    /// before then but has not yet published is waited for, briefly (bounded spin). Two gaps: a watchdog
+    /// expiry is recorded only at the device's next call (lazy, like the rest of the simulator), and after
+    /// more than 256 changes on other channels the answer falls back to the current level.
+    pub fn level_at_host_ns(&self, channel: u8, host_ns: u64) -> bool {
+        let state = &*self.0;
+        for _ in 0..UPDATE_SPINS {
+            if state.updating.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        let t_us = device_time_us(host_ns, state.drift_ppm, state.device_offset_us);
+        state
+            .history
+            .level_at(channel, t_us)
+            .unwrap_or_else(|| self.level(channel))
     }
 
     /// Output commands carried out so far (each acknowledged `SetLevel`, `Pulse`, `PulseTrain`,
@@ -134,6 +179,20 @@ struct Channel {
     edges_before: u64,
 }
 
+impl Program {
+    /// The level `dt_us` after the program started.
+    fn level_after(&self, dt_us: u64) -> bool {
+        match *self {
+            Program::Level(high) => high,
+            Program::Train {
+                period_us,
+                width_us,
+                count,
+            } => dt_us / period_us.max(1) < count && dt_us % period_us.max(1) < width_us,
+        }
+    }
+}
+
 impl Channel {
     const OFF: Self = Self {
         before: false,
@@ -143,16 +202,9 @@ impl Channel {
     };
 
     fn level_at(&self, t_us: u64) -> bool {
-        let Some(dt) = t_us.checked_sub(self.start_us) else {
-            return self.before;
-        };
-        match self.program {
-            Program::Level(high) => high,
-            Program::Train {
-                period_us,
-                width_us,
-                count,
-            } => dt / period_us.max(1) < count && dt % period_us.max(1) < width_us,
+        match t_us.checked_sub(self.start_us) {
+            Some(dt) => self.program.level_after(dt),
+            None => self.before,
         }
     }
 
@@ -308,7 +360,15 @@ impl SimFirmware {
             device_seq: 0,
             replies: vec![0; REPLY_BUFFER_LEN].into_boxed_slice(),
             replies_len: 0,
-            probe: Arc::default(),
+            probe: Arc::new(ProbeState {
+                device_offset_us: config.device_offset_us,
+                drift_ppm: if config.drift_ppm.is_finite() {
+                    config.drift_ppm
+                } else {
+                    0.0
+                },
+                ..ProbeState::default()
+            }),
         }
     }
 
@@ -465,8 +525,16 @@ impl SimFirmware {
         {
             self.apply(oldest);
         }
+        let effect_us = now.saturating_add(self.actuation_delay_us);
+        self.probe.history.record(
+            effect_us,
+            match action {
+                Action::Set { channel, program } => Change::Channel { channel, program },
+                Action::AllOff => Change::AllOff,
+            },
+        );
         self.pending.push_back(Pending {
-            effect_us: now.saturating_add(self.actuation_delay_us),
+            effect_us,
             seq,
             tag,
             action,
@@ -532,6 +600,7 @@ impl SimFirmware {
     /// Safety off at `at_us`: cancels pending commands and drives every channel low.
     fn outputs_off(&mut self, at_us: u64) {
         self.pending.clear();
+        self.probe.history.record(at_us, Change::AllOff);
         self.all_channels_off(at_us);
     }
 
@@ -668,18 +737,30 @@ impl SimulatedDevice {
     /// Feeds raw bytes to the simulated firmware as if they arrived on its serial line, for
     /// fault-injection tests (corrupt frames, garbage, commands the host would refuse to send).
     pub fn inject_bytes(&mut self, bytes: &[u8]) {
+        self.begin_update();
         let now = self.device_now_us();
         self.firmware.receive(bytes, now);
+        self.end_update();
     }
 
     /// Current device time in µs: host ns / 1000, plus drift, plus the configured offset.
     pub fn device_now_us(&self) -> u64 {
-        let host_us = (self.host_clock_ns)() / 1000;
-        // Float only for the small drift term, so large clock values keep µs precision.
-        let drift_us = (host_us as f64 * self.drift_ppm * 1e-6) as i64;
-        let device_us =
-            i128::from(host_us) + i128::from(drift_us) + i128::from(self.device_offset_us);
-        u64::try_from(device_us.max(0)).unwrap_or(u64::MAX)
+        device_time_us(
+            (self.host_clock_ns)(),
+            self.drift_ppm,
+            self.device_offset_us,
+        )
+    }
+
+    /// Tells probes that a call is about to read the clock and change the device
+    /// ([`SimProbe::level_at_host_ns`] waits for [`Self::end_update`]).
+    fn begin_update(&self) {
+        self.firmware.probe.updating.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// What the call received is published.
+    fn end_update(&self) {
+        self.firmware.probe.updating.fetch_sub(1, Ordering::Release);
     }
 
     fn handshake(&mut self) -> Result<(u32, u16, u16, u8), OutputError> {
@@ -739,9 +820,11 @@ impl SimulatedDevice {
         let seq = self.next_seq;
         let message = host_to_device::Message { seq, tag, command };
         let len = message.encode_frame(&mut self.tx)?;
+        self.begin_update();
         let now = self.device_now_us();
         let frame = self.tx.get(..len).unwrap_or_default();
         self.firmware.receive(frame, now);
+        self.end_update();
         self.next_seq = seq.wrapping_add(1);
         Ok(seq)
     }
@@ -766,8 +849,10 @@ impl Output for SimulatedDevice {
     }
 
     fn poll(&mut self, sink: &mut dyn FnMut(DeviceEvent)) -> Result<(), OutputError> {
+        self.begin_update();
         let now = self.device_now_us();
         self.firmware.advance(now);
+        self.end_update();
         let mut first_error: Option<OutputError> = None;
         for &byte in self.firmware.replies() {
             let message = match self.decoder.push(byte) {
@@ -1270,6 +1355,51 @@ mod tests {
                 seq,
                 device_time_us: 10_000_000 + 1_000 + OFFSET_US
             }]
+        );
+    }
+
+    #[test]
+    fn probe_knows_the_level_at_any_host_time_without_a_poll() {
+        let (mut dev, clock) = device(SimConfig::default());
+        let probe = dev.probe();
+        advance_us(&clock, 500);
+        let high = OutputCommand::SetLevel {
+            channel: 2,
+            high: true,
+        };
+        dev.send(high, 1).unwrap();
+        // Not polled: the pin change 20 µs ahead is already known; the past stays as it was.
+        assert!(!probe.level_at_host_ns(2, 519_999));
+        assert!(probe.level_at_host_ns(2, 520_000));
+        assert!(probe.level_at_host_ns(2, 9_000_000));
+        assert!(!probe.level_at_host_ns(1, 520_000));
+        assert_eq!(
+            probe.levels(),
+            0,
+            "the current levels follow the device's calls"
+        );
+        advance_us(&clock, 1_000);
+        dev.send(
+            OutputCommand::Pulse {
+                channel: 1,
+                width_us: 100,
+            },
+            2,
+        )
+        .unwrap();
+        assert!(!probe.level_at_host_ns(1, 1_519_999));
+        assert!(probe.level_at_host_ns(1, 1_520_000));
+        assert!(probe.level_at_host_ns(1, 1_619_999));
+        assert!(!probe.level_at_host_ns(1, 1_620_000));
+        // Silence: the watchdog (50 ms after the last frame at 1.5 ms) turns channel 2 off at 51.5 ms, as the
+        // probe learns at the next device call.
+        advance_us(&clock, 60_000);
+        dev.poll(&mut |_| {}).unwrap();
+        assert!(probe.level_at_host_ns(2, 51_499_999));
+        assert!(!probe.level_at_host_ns(2, 51_500_000));
+        assert!(
+            probe.level_at_host_ns(2, 40_000_000),
+            "history before the expiry stays"
         );
     }
 

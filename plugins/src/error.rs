@@ -43,6 +43,17 @@ pub enum PluginError {
         value: f32,
     },
 
+    /// A trigger's field has a value it cannot take, or does not apply to the trigger's kind.
+    #[error("trigger `{trigger}`: `{field}` {problem}")]
+    InvalidTrigger {
+        /// The trigger's configured name.
+        trigger: String,
+        /// The field at fault, as in the config (`actions[1].width_us` for an action's field).
+        field: String,
+        /// What is wrong, in words that follow the field's name (`must be > 0, got 0`).
+        problem: String,
+    },
+
     /// A pulse-mode trigger has a zero pulse width.
     #[error("trigger `{trigger}`: pulse width_us must be > 0, got 0")]
     ZeroPulseWidth {
@@ -127,4 +138,24 @@ pub enum ZoneError {
         /// Bottom edge in pixels.
         y1: f32,
     },
+    /// A polygon has fewer than 3 vertices.
+    #[error("zone polygon needs at least 3 points, got {count}")]
+    TooFewPoints {
+        /// The number of vertices given.
+        count: usize,
+    },
+    /// A polygon's vertices lie on one line (it would contain nothing).
+    #[error("zone polygon encloses no area (its points lie on one line)")]
+    ZeroAreaPolygon,
+}
+
+/// A trigger configuration that cannot be built: which `[[trigger]]` table (0-based, in config
+/// order) and why, so a caller holding the tables' positions can name the line.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{error}")]
+pub struct TriggerConfigError {
+    /// Index of the offending trigger in the list given to the trigger set.
+    pub index: usize,
+    /// What is wrong; its message names the trigger and the field.
+    pub error: PluginError,
 }

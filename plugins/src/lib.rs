@@ -9,9 +9,11 @@
 //!   DeepLabCut-Live-compatible constant-acceleration Kalman filter; [`RobustPredictor`] is a
 //!   damped constant-velocity filter that rejects outliers and identity swaps.
 //! - [`Trigger`] (module [`trigger`]): looks at the measured and predicted pose of a frame,
-//!   keeps an active/inactive state, and on a change pushes [`Action`]s (levels, pulses,
-//!   marks on logical channels) into an [`ActionBuf`]; the daemon routes them to an output
-//!   device. [`ZoneTrigger`] fires when a keypoint is inside a [`Zone`].
+//!   keeps named active/inactive states, and on a change pushes [`Action`]s (levels, pulses,
+//!   trains on logical channels; event and recording marks) into an [`ActionBuf`]; the daemon
+//!   routes them to an output device. [`TriggerSet`] holds the built-in triggers of a config
+//!   ([`TriggerConfig`]: zone, speed, angle, distance, likelihood; all / any / not / sequence;
+//!   hysteresis, minimum duration, refractory period, maximum rate on each).
 //!
 //! Real-time contract: everything is allocated in the constructors; `observe`, `predict` and
 //! `evaluate` never allocate and never panic on NaN or missing keypoints (a test with a
@@ -23,12 +25,13 @@ pub mod pose;
 pub mod predict;
 pub mod trigger;
 
-pub use error::{PluginError, ZoneError};
+pub use error::{PluginError, TriggerConfigError, ZoneError};
 pub use pose::{Keypoint, MAX_KEYPOINTS, Pose};
 pub use predict::{
     Horizon, KalmanConfig, KalmanPredictor, LastMeasurement, Predictor, RobustConfig,
     RobustPredictor,
 };
 pub use trigger::{
-    Action, ActionBuf, OutputMode, Trigger, TriggerInput, Zone, ZoneTrigger, ZoneTriggerConfig,
+    Action, ActionBuf, ActionConfig, OutputMode, Trigger, TriggerConfig, TriggerInput, TriggerKind,
+    TriggerSet, Zone,
 };

@@ -1,1 +1,31 @@
-//! End-to-end tests of reflex live in `tests/e2e/`; this library is empty.
+//! Helpers shared by the end-to-end test binaries in `tests/` (`e2e`, `firmware_loop`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use reflex_daemon::clock::MonotonicClock;
+use reflex_daemon::config::{Config, DEFAULT_TOML};
+use reflex_daemon::pipeline::{self, Report, RunOptions};
+
+/// Runs `config` (given as the embedded default's text in the session's `config.toml`) for `frames` frames
+/// into `out`, on a clock running `speed` times real time, with notices on stderr and no status line.
+pub fn run_session(
+    out: Option<PathBuf>,
+    frames: Option<u64>,
+    config: Config,
+    speed: f64,
+) -> anyhow::Result<Report> {
+    pipeline::run(RunOptions {
+        config,
+        config_text: DEFAULT_TOML.to_string(),
+        config_file: "embedded default".into(),
+        out,
+        duration_ns: None,
+        max_frames: frames,
+        clock: Arc::new(MonotonicClock::with_speed(speed)),
+        interrupt: Arc::new(AtomicBool::new(false)),
+        notice: Box::new(|line| eprintln!("{line}")),
+        status: None,
+    })
+}

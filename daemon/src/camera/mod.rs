@@ -1,9 +1,15 @@
 //! Frame sources: the `FrameSource` seam and the frames that travel through the loop.
 //!
 //! A source fills a preallocated [`Frame`] in place (no allocation per frame) and stamps it on the host clock.
-//! Only the synthetic camera exists today; V4L2, GenICam and video files plug in behind the same trait.
+//! Built in: the synthetic camera and video files (`video`); V4L2 and GenICam cameras plug in behind the
+//! same trait, their pixel formats converted by [`convert`] (V4L2's device listing and format negotiation
+//! are in [`v4l2`]; its streaming is to come).
 
+pub mod convert;
+pub mod mp4_write;
 pub mod synthetic;
+pub mod v4l2;
+pub mod video;
 
 use reflex_plugins::pose::Pose;
 
@@ -101,6 +107,12 @@ pub enum CameraError {
     /// The source's settings are unusable.
     #[error("{0}")]
     Config(String),
+    /// The source could not be opened (file missing, unsupported format); the message names it.
+    #[error("{0}")]
+    Open(String),
+    /// The stream broke mid-way (corrupt data, a read error); the session stops, its files complete up to it.
+    #[error("{0}")]
+    Stream(String),
 }
 
 /// A camera (or anything that behaves like one). Runs on the capture thread.
@@ -117,5 +129,141 @@ pub trait FrameSource: Send {
     /// Names of the keypoints in `Frame::truth`, when the source knows the truth.
     fn truth_keypoints(&self) -> &[&'static str] {
         &[]
+    }
+}
+
+/// The rig's camera, one of the built-in sources, chosen by `[source] kind`.
+pub enum Source {
+    /// `synthetic`: the rendered arena with its ground truth.
+    Synthetic(synthetic::SyntheticCamera),
+    /// `video`: a video file replayed as a camera.
+    Video(video::VideoSource),
+}
+
+impl Source {
+    /// Wires the synthetic camera's LED to the simulated output device (see
+    /// [`synthetic::SyntheticCamera::attach_device`]); other sources have no LED and ignore it.
+    pub fn attach_device(
+        &mut self,
+        device: Option<reflex_firmware_bridge::SimProbe>,
+        channels: u8,
+    ) -> Result<(), CameraError> {
+        match self {
+            Source::Synthetic(camera) => camera.attach_device(device, channels),
+            Source::Video(_) => Ok(()),
+        }
+    }
+}
+
+impl FrameSource for Source {
+    fn info(&self) -> &SourceInfo {
+        match self {
+            Source::Synthetic(s) => s.info(),
+            Source::Video(s) => s.info(),
+        }
+    }
+
+    fn next_frame(&mut self, frame: &mut Frame) -> Result<bool, CameraError> {
+        match self {
+            Source::Synthetic(s) => s.next_frame(frame),
+            Source::Video(s) => s.next_frame(frame),
+        }
+    }
+
+    fn skipped(&self) -> u64 {
+        match self {
+            Source::Synthetic(s) => s.skipped(),
+            Source::Video(s) => s.skipped(),
+        }
+    }
+
+    fn truth_keypoints(&self) -> &[&'static str] {
+        match self {
+            Source::Synthetic(s) => s.truth_keypoints(),
+            Source::Video(s) => s.truth_keypoints(),
+        }
+    }
+}
+
+/// Applies `--source TEXT` to `[source]`: `synthetic`, `video` (the config's file), `video:PATH`,
+/// `video:PATH@FPS` or `video:PATH@max`. Any other text becomes the kind as it is, so opening it names it
+/// in the error. A suffix after the last `@` that is neither a number nor `max`/`file` is part of the path.
+pub fn apply_source_arg(
+    arg: &str,
+    source: &mut crate::config::SourceConfig,
+) -> Result<(), CameraError> {
+    let Some(spec) = arg.strip_prefix("video:") else {
+        source.kind = arg.to_string();
+        return Ok(());
+    };
+    let (path, rate) = match spec.rsplit_once('@') {
+        Some((path, rate)) if !path.is_empty() => match video::VideoRate::parse(rate) {
+            Ok(rate) => (path, Some(rate)),
+            Err(e) if rate.parse::<f64>().is_ok() => {
+                return Err(CameraError::Config(format!("--source {arg}: {e}")));
+            }
+            Err(_) => (spec, None),
+        },
+        _ => (spec, None),
+    };
+    if path.is_empty() {
+        return Err(CameraError::Config(format!(
+            "--source {arg}: no file; use video:PATH, video:PATH@FPS or video:PATH@max"
+        )));
+    }
+    source.kind = "video".into();
+    source.video.path = path.to_string();
+    if let Some(rate) = rate {
+        source.video.fps = rate;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::video::VideoRate;
+    use super::*;
+    use crate::config::SourceConfig;
+
+    fn applied(arg: &str) -> Result<SourceConfig, CameraError> {
+        let mut source = SourceConfig::default();
+        apply_source_arg(arg, &mut source).map(|()| source)
+    }
+
+    #[test]
+    fn source_argument_picks_the_video_file_and_its_rate() {
+        let s = applied("video:clips/mouse.mp4").unwrap();
+        assert_eq!(
+            (s.kind.as_str(), s.video.path.as_str()),
+            ("video", "clips/mouse.mp4")
+        );
+        assert_eq!(s.video.fps, VideoRate::File);
+        assert_eq!(
+            applied("video:a.mp4@30").unwrap().video.fps,
+            VideoRate::Fps(30.0)
+        );
+        assert_eq!(
+            applied("video:a.mp4@max").unwrap().video.fps,
+            VideoRate::Max
+        );
+        let s = applied("video:runs/day@home.mp4").unwrap();
+        assert_eq!(
+            s.video.path, "runs/day@home.mp4",
+            "an @ that is not a rate is part of the path"
+        );
+        assert!(
+            applied("video:a.mp4@0")
+                .unwrap_err()
+                .to_string()
+                .contains("(0, 10000]")
+        );
+        assert!(
+            applied("video:")
+                .unwrap_err()
+                .to_string()
+                .contains("video:PATH")
+        );
+        assert_eq!(applied("synthetic").unwrap().kind, "synthetic");
+        assert_eq!(applied("v4l:/dev/video0").unwrap().kind, "v4l:/dev/video0");
     }
 }

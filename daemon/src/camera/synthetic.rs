@@ -5,9 +5,15 @@
 //! for: floor (105,105,105) with ±8 noise, a 12 px wall (70,70,70), a dark ellipse body, and disk markers of
 //! radius 5 px with an antialiased edge in red (nose), green (ear_left), blue (ear_right), yellow (tail_base).
 //! Each frame is rendered ahead and delivered at its exposure time (a camera with zero readout time).
+//!
+//! Optionally an LED (`led = { channel, x, y, size }`): a square that is lit in every frame whose exposure
+//! time falls while that output channel of the in-process simulated device is high, for `reflex lightloop`.
+//! The camera asks the device's [`SimProbe`] for the level at the exposure time (atomics, no lock, no
+//! allocation), after the clock has passed it, so the answer is exact to the device's µs.
 
 use std::f64::consts::TAU;
 
+use reflex_firmware_bridge::SimProbe;
 use reflex_plugins::pose::{Keypoint, Pose};
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +33,9 @@ const BODY: [u8; 3] = [55, 45, 40];
 const BODY_SEMI_AXES_PX: (f64, f64) = (38.0, 20.0);
 /// Marker positions in the body frame: (forward, left) in px from the body centre.
 const MARKER_OFFSETS_PX: [(f64, f64); 4] = [(34.0, 0.0), (20.0, 10.0), (20.0, -10.0), (-34.0, 0.0)];
+/// The LED's pixels when lit (a white LED, near saturation) and when off (its dark housing).
+const LED_LIT: [u8; 3] = [255, 255, 240];
+const LED_OFF: [u8; 3] = [40, 40, 40];
 /// How far the body centre stays from the image edge: the body's reach plus a margin.
 const BODY_MARGIN_PX: f64 = 38.0 + 5.0 + 2.0 + 20.0;
 
@@ -42,6 +51,10 @@ pub struct SyntheticConfig {
     pub fps: f64,
     /// Seed of the animal's path: the same seed gives the same path and the same ground truth.
     pub seed: u64,
+    /// An LED in view, lit while an output channel of the simulated device is high (`reflex lightloop`);
+    /// none unless set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub led: Option<LedConfig>,
 }
 
 impl Default for SyntheticConfig {
@@ -51,8 +64,24 @@ impl Default for SyntheticConfig {
             height: 480,
             fps: 120.0,
             seed: 1,
+            led: None,
         }
     }
+}
+
+/// `[source.synthetic] led = { channel = 3, x = 600, y = 20, size = 16 }`: a `size` × `size` px square with
+/// its top-left corner at (`x`, `y`), lit in frames exposed while output `channel` is high.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedConfig {
+    /// The output channel of the simulated device the LED is wired to.
+    pub channel: u8,
+    /// Left edge (px).
+    pub x: u32,
+    /// Top edge (px).
+    pub y: u32,
+    /// Side of the square (px).
+    pub size: u32,
 }
 
 /// A smooth, bounded 2-D path: per axis a sum of two sinusoids with seeded frequencies and phases.
@@ -116,6 +145,8 @@ pub struct SyntheticCamera {
     next_id: u64,
     skipped: u64,
     heading_rad: f64,
+    /// The LED, when configured, and the device whose output drives it (dark until one is attached).
+    led: Option<(LedConfig, Option<SimProbe>)>,
 }
 
 impl SyntheticCamera {
@@ -134,6 +165,15 @@ impl SyntheticCamera {
                 "source.synthetic size must be between {min}x{min} and 8192x8192, got {}x{}",
                 config.width, config.height
             )));
+        }
+        if let Some(led) = &config.led {
+            let fits = |at: u32, side: u32| at.checked_add(led.size).is_some_and(|end| end <= side);
+            if led.size == 0 || !fits(led.x, config.width) || !fits(led.y, config.height) {
+                return Err(CameraError::Config(format!(
+                    "source.synthetic.led: a {0}x{0} px square at ({1}, {2}) does not fit in the {3}x{4} frame",
+                    led.size, led.x, led.y, config.width, config.height
+                )));
+            }
         }
         let info = SourceInfo {
             name: format!("synthetic(seed={})", config.seed),
@@ -156,7 +196,35 @@ impl SyntheticCamera {
             next_id: 0,
             skipped: 0,
             heading_rad: 0.0,
+            led: config.led.map(|led| (led, None)),
         })
+    }
+
+    /// Wires the configured LED to the simulated output device behind `device` (which has `channels`
+    /// outputs): from now on it is lit in frames exposed while its channel is high. Without a configured LED
+    /// this does nothing; with one, another output device (`None`) or a channel it lacks is an error.
+    pub fn attach_device(
+        &mut self,
+        device: Option<SimProbe>,
+        channels: u8,
+    ) -> Result<(), CameraError> {
+        let Some((led, probe)) = &mut self.led else {
+            return Ok(());
+        };
+        let Some(device) = device else {
+            return Err(CameraError::Config(
+                "source.synthetic.led is driven by the simulated output device: set [output] kind = \"simulated\", or remove led".into(),
+            ));
+        };
+        if led.channel >= channels {
+            return Err(CameraError::Config(format!(
+                "source.synthetic.led: channel {} does not exist (the output has channels 0..{})",
+                led.channel,
+                channels.saturating_sub(1)
+            )));
+        }
+        *probe = Some(device);
+        Ok(())
     }
 
     /// The true keypoints (px) of the animal at `t_s`, written into `pose` (len 4), and the heading used.
@@ -228,6 +296,13 @@ impl FrameSource for SyntheticCamera {
         let t_s = id as f64 / self.info.fps;
         self.render(t_s, &mut frame.data, &mut frame.truth);
         self.clock.sleep_until(due);
+        // The LED's level is read at the exposure time, once the clock has passed it: only then is it known.
+        if let Some((led, device)) = &self.led {
+            let lit = device
+                .as_ref()
+                .is_some_and(|d| d.level_at_host_ns(led.channel, due));
+            draw_led(&mut frame.data, self.info.width as usize, led, lit);
+        }
         frame.id = id;
         frame.camera = 0;
         frame.t_exposure_ns = due;
@@ -298,6 +373,19 @@ fn draw_marker(data: &mut [u8], w: usize, h: usize, cx: f64, cy: f64, colour: [u
     }
 }
 
+/// The LED square, lit or off (its size was checked against the frame in `new`).
+fn draw_led(data: &mut [u8], w: usize, led: &LedConfig, lit: bool) {
+    let colour = if lit { LED_LIT } else { LED_OFF };
+    let (x, size) = (led.x as usize, led.size as usize);
+    for y in led.y as usize..led.y as usize + size {
+        if let Some(row) = data.get_mut((y * w + x) * 3..(y * w + x + size) * 3) {
+            for px in row.chunks_exact_mut(3) {
+                px.copy_from_slice(&colour);
+            }
+        }
+    }
+}
+
 /// Pixel index range [lo, hi) covering [a, b], clipped to [0, n).
 fn clamp_span(a: f64, b: f64, n: usize) -> (usize, usize) {
     let lo = a.floor().max(0.0) as usize;
@@ -307,10 +395,10 @@ fn clamp_span(a: f64, b: f64, n: usize) -> (usize, usize) {
 
 /// A tiny deterministic generator (SplitMix64): seeds paths and noise without a dependency.
 #[derive(Debug, Clone)]
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -319,7 +407,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
@@ -396,6 +484,76 @@ mod tests {
         cam.next_frame(&mut f).unwrap();
         assert!(f.id > 2);
         assert_eq!(cam.skipped(), f.id - 2);
+    }
+
+    #[test]
+    fn the_led_is_lit_in_frames_exposed_while_its_channel_is_high() {
+        use reflex_firmware_bridge::{Output, OutputCommand, SimConfig, SimulatedDevice};
+        let clock = ManualClock::new();
+        let led = LedConfig {
+            channel: 3,
+            x: 600,
+            y: 20,
+            size: 16,
+        };
+        let config = SyntheticConfig {
+            led: Some(led),
+            ..Default::default()
+        };
+        let mut cam = SyntheticCamera::new(&config, Arc::new(clock.clone())).unwrap();
+        let host = clock.clone();
+        let mut device = SimulatedDevice::new(
+            SimConfig {
+                actuation_delay_us: 500,
+                watchdog_ms: 0,
+                ..SimConfig::default()
+            },
+            Arc::new(move || host.now_ns()),
+        );
+        cam.attach_device(Some(device.probe()), 4).unwrap();
+        let pixel = |f: &Frame, x: usize, y: usize| -> [u8; 3] {
+            f.data[(y * 640 + x) * 3..][..3].try_into().unwrap()
+        };
+        let mut f = Frame::for_source(cam.info());
+        cam.next_frame(&mut f).unwrap();
+        assert_eq!(pixel(&f, 600, 20), LED_OFF);
+        assert_eq!(pixel(&f, 615, 35), LED_OFF);
+        // Commanded 0.4 ms before the next exposure: the pin goes high 0.1 ms after it, so that frame is dark
+        // and the one after is lit.
+        let next_ns = f.t_exposure_ns + 8_333_333;
+        clock.set_ns(next_ns - 400_000);
+        let on = OutputCommand::SetLevel {
+            channel: 3,
+            high: true,
+        };
+        device.send(on, 0).unwrap();
+        cam.next_frame(&mut f).unwrap();
+        assert_eq!(f.t_exposure_ns, next_ns);
+        assert_eq!(pixel(&f, 607, 27), LED_OFF);
+        cam.next_frame(&mut f).unwrap();
+        assert_eq!(pixel(&f, 600, 20), LED_LIT);
+        assert_eq!(pixel(&f, 615, 35), LED_LIT);
+        assert_ne!(pixel(&f, 616, 36), LED_LIT, "the square is 16 px");
+        // A camera without an attached device shows the LED off.
+        let mut dark = SyntheticCamera::new(&config, Arc::new(ManualClock::new())).unwrap();
+        dark.next_frame(&mut f).unwrap();
+        assert_eq!(pixel(&f, 600, 20), LED_OFF);
+        let outside = SyntheticConfig {
+            led: Some(LedConfig { x: 630, ..led }),
+            ..Default::default()
+        };
+        let err = SyntheticCamera::new(&outside, Arc::new(ManualClock::new()))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+        let mut cam = SyntheticCamera::new(&config, Arc::new(ManualClock::new())).unwrap();
+        let err = cam.attach_device(None, 4).unwrap_err().to_string();
+        assert!(err.contains("kind = \"simulated\""), "{err}");
+        let err = cam
+            .attach_device(Some(device.probe()), 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("channel 3 does not exist"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod bpod;
 mod fake;
 mod harp;
 mod pulsepal;
+mod serial;
 
 use reflex_firmware_bridge::transport::BadReply;
 use reflex_firmware_bridge::{DeviceEvent, Output, OutputError};

@@ -213,6 +213,10 @@ impl Sim {
     }
 
     /// Stops the harness and collects every line it printed.
+    #[allow(
+        dead_code,
+        reason = "used by tests/tests/firmware_loop.rs, which includes this file"
+    )]
     pub fn finish(&mut self) {
         self.kill();
         while let Ok(line) = self.lines.recv() {

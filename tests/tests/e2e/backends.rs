@@ -35,14 +35,15 @@ fn onnxruntime_and_tract_agree_on_the_bundled_model() {
     let mut worst = (0.0f32, 0.0f32);
     for _ in 0..8 {
         camera.next_frame(&mut frame).unwrap();
+        // Outputs in the decoder's order: score map, then locref.
         let a = ort.run_raw(&frame).unwrap();
-        let (sa, la) = (a.scoremap.to_vec(), a.locref.to_vec());
+        let (sa, la) = (a[0].data.clone(), a[1].data.clone());
         let b = tract.run_raw(&frame).unwrap();
-        assert_eq!(sa.len(), b.scoremap.len());
-        for (x, y) in sa.iter().zip(b.scoremap) {
+        assert_eq!(sa.len(), b[0].data.len());
+        for (x, y) in sa.iter().zip(&b[0].data) {
             worst.0 = worst.0.max((x - y).abs());
         }
-        for (x, y) in la.iter().zip(b.locref) {
+        for (x, y) in la.iter().zip(&b[1].data) {
             worst.1 = worst.1.max((x - y).abs());
         }
         let (mut pa, mut pb) = (Pose::new(0), Pose::new(0));

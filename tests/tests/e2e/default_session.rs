@@ -4,12 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use reflex_daemon::clock::MonotonicClock;
-use reflex_daemon::config::{Config, DEFAULT_TOML};
-use reflex_daemon::pipeline::{self, Report, RunOptions};
+use reflex_daemon::config::Config;
+use reflex_daemon::pipeline::Report;
 use reflex_daemon::session::{Summary, files};
 use reflex_plugins::trigger::Zone;
 
@@ -45,18 +43,7 @@ pub fn run_at(
     config: Config,
     speed: f64,
 ) -> anyhow::Result<Report> {
-    pipeline::run(RunOptions {
-        config,
-        config_text: DEFAULT_TOML.to_string(),
-        config_file: "embedded default".into(),
-        out,
-        duration_ns: None,
-        max_frames: frames,
-        clock: Arc::new(MonotonicClock::with_speed(speed)),
-        interrupt: Arc::new(AtomicBool::new(false)),
-        notice: Box::new(|line| eprintln!("{line}")),
-        status: None,
-    })
+    reflex_tests::run_session(out, frames, config, speed)
 }
 
 /// A parsed CSV: header names → column index, and rows.
@@ -150,7 +137,7 @@ fn zone_trigger_commands_match_frames_with_predicted_nose_inside() {
     let (_, report) = default_session();
     let config = Config::embedded();
     let trigger = config.triggers[0].get_ref().clone();
-    let Zone::Circle { cx, cy, r } = trigger.zone else {
+    let Some(Zone::Circle { cx, cy, r }) = trigger.zone else {
         panic!("default zone is a circle")
     };
     let poses = Csv::read(&report.dir.join(files::POSES));
@@ -159,11 +146,11 @@ fn zone_trigger_commands_match_frames_with_predicted_nose_inside() {
     for row in poses
         .rows
         .iter()
-        .filter(|row| poses.get(row, "node") == trigger.keypoint)
+        .filter(|row| trigger.keypoint.as_deref() == Some(poses.get(row, "node")))
     {
         let (x, y) = (poses.num(row, "pred_x"), poses.num(row, "pred_y"));
         let d = (x - f64::from(cx)).hypot(y - f64::from(cy));
-        let ok_score = poses.num(row, "score") >= f64::from(trigger.min_score);
+        let ok_score = poses.num(row, "score") >= f64::from(trigger.min_score.unwrap_or(0.5));
         // CSV values are rounded to 1e-3 px: a point that close to the edge is undecidable from the file.
         let undecidable = (d - f64::from(r)).abs() < 2e-3;
         inside.push((
@@ -189,7 +176,10 @@ fn zone_trigger_commands_match_frames_with_predicted_nose_inside() {
     }
     let (mut on, mut off) = (BTreeSet::new(), BTreeSet::new());
     for e in events(&report.dir) {
-        if e["type"] == "command" && e["shutdown"] == false && e["channel"] == trigger.channel {
+        if e["type"] == "command"
+            && e["shutdown"] == false
+            && e["channel"] == trigger.channel.expect("default trigger has a channel")
+        {
             let frame = e["frame"].as_u64().unwrap();
             if e["high"] == true {
                 on.insert(frame)

@@ -7,6 +7,9 @@
 mod alloc;
 mod backends;
 mod default_session;
+mod latency_report;
+mod protocols;
+mod triggers;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
