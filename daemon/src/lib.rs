@@ -13,6 +13,7 @@ pub mod device_clock;
 pub mod devices;
 pub mod eval;
 pub mod inference;
+pub mod interrupt;
 pub mod latency;
 pub mod latency_report;
 pub mod lightloop;

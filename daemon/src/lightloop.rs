@@ -30,7 +30,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -278,21 +278,7 @@ pub fn run_cli(args: LightloopArgs) -> anyhow::Result<()> {
             "give --channel N (the output the LED is wired to) and --roi x,y,w,h (where the LED appears in the image, px)"
         );
     };
-    let interrupt = Arc::new(AtomicBool::new(false));
-    {
-        let interrupt = Arc::clone(&interrupt);
-        let presses = AtomicUsize::new(0);
-        ctrlc::set_handler(move || {
-            if presses.fetch_add(1, Ordering::SeqCst) == 0 {
-                interrupt.store(true, Ordering::SeqCst);
-                eprintln!("\nstopping after this trial (Ctrl-C again to exit at once)");
-            } else {
-                eprintln!("\nexiting now");
-                std::process::exit(130);
-            }
-        })
-        .context("installing the Ctrl-C handler")?;
-    }
+    let interrupt = crate::interrupt::on_ctrl_c("stopping after this trial")?;
     let report = run(LightloopOptions {
         config,
         config_file,

@@ -4,9 +4,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use clap::{Parser, Subcommand};
 use reflex_daemon::clock::MonotonicClock;
 use reflex_daemon::config::{Config, DEFAULT_TOML};
@@ -214,23 +213,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         None
     });
 
-    let interrupt = Arc::new(AtomicBool::new(false));
-    {
-        let interrupt = Arc::clone(&interrupt);
-        let presses = AtomicUsize::new(0);
-        ctrlc::set_handler(move || {
-            if presses.fetch_add(1, Ordering::SeqCst) == 0 {
-                interrupt.store(true, Ordering::SeqCst);
-                eprintln!("\nstopping: draining the loop, outputs off, closing files (Ctrl-C again to exit at once)");
-            } else {
-                // The writer flushes whole lines every few ms and summary.json every second, so what is on disk
-                // is valid; the device's watchdog turns real hardware off within its watchdog time.
-                eprintln!("\nexiting now");
-                std::process::exit(130);
-            }
-        })
-        .context("installing the Ctrl-C handler")?;
-    }
+    let interrupt = reflex_daemon::interrupt::on_ctrl_c(
+        "stopping: draining the loop, outputs off, closing files",
+    )?;
 
     let live = !args.quiet && std::io::stderr().is_terminal();
     let status: Option<pipeline::StatusFn> = if live {

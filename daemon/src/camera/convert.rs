@@ -207,6 +207,24 @@ fn luma_to_gray(c: &Coefficients, y: u8) -> u8 {
     clamp_u8(c.y_gain * (i32::from(y) - c.y_offset) + HALF)
 }
 
+/// A YUYV source (even width: two pixels share U and V) and a destination of `channels` per pixel.
+fn check_yuyv(
+    src: &Plane<'_>,
+    width: usize,
+    height: usize,
+    dst: &[u8],
+    channels: usize,
+) -> Result<(), ConvertError> {
+    if !width.is_multiple_of(2) {
+        return Err(ConvertError::OddWidth {
+            what: "YUYV",
+            width,
+        });
+    }
+    src.check("YUYV", width * 2, height, (width, height))?;
+    check_dst(dst, width, height, channels)
+}
+
 fn check_dst(dst: &[u8], width: usize, height: usize, channels: usize) -> Result<(), ConvertError> {
     let need = width * height * channels;
     if dst.len() != need {
@@ -245,14 +263,7 @@ pub fn yuyv_to_rgb(
     range: YuvRange,
     dst: &mut [u8],
 ) -> Result<(), ConvertError> {
-    if !width.is_multiple_of(2) {
-        return Err(ConvertError::OddWidth {
-            what: "YUYV",
-            width,
-        });
-    }
-    src.check("YUYV", width * 2, height, (width, height))?;
-    check_dst(dst, width, height, 3)?;
+    check_yuyv(&src, width, height, dst, 3)?;
     let c = range.coefficients();
     if width == 0 {
         return Ok(());
@@ -273,14 +284,7 @@ pub fn yuyv_to_gray(
     range: YuvRange,
     dst: &mut [u8],
 ) -> Result<(), ConvertError> {
-    if !width.is_multiple_of(2) {
-        return Err(ConvertError::OddWidth {
-            what: "YUYV",
-            width,
-        });
-    }
-    src.check("YUYV", width * 2, height, (width, height))?;
-    check_dst(dst, width, height, 1)?;
+    check_yuyv(&src, width, height, dst, 1)?;
     let c = range.coefficients();
     for (y, out) in dst.chunks_exact_mut(width).enumerate() {
         for (o, yuyv) in out.iter_mut().zip(src.row(y, width * 2).chunks_exact(2)) {
