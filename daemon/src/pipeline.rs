@@ -65,6 +65,8 @@ pub struct Shared {
     pub records_lost: AtomicU64,
     /// Errors the output device reported (e.g. its watchdog expired because the host went silent).
     pub device_errors: AtomicU64,
+    /// Trigger actions lost to a full per-frame action buffer or delay queue (should stay 0).
+    pub actions_dropped: AtomicU64,
     /// The loop threads run with real-time (FIFO) priority.
     pub realtime: AtomicBool,
     /// Capture thread has finished.
@@ -93,6 +95,7 @@ impl Shared {
             processed: AtomicU64::new(0),
             records_lost: AtomicU64::new(0),
             device_errors: AtomicU64::new(0),
+            actions_dropped: AtomicU64::new(0),
             realtime: AtomicBool::new(false),
             capture_done: AtomicBool::new(false),
             inference_done: AtomicBool::new(false),
@@ -756,6 +759,9 @@ impl Actuation {
         stamps.predicted_ns = decided.predicted_ns;
         stamps.decided_ns = decided.decided_ns;
 
+        self.shared
+            .actions_dropped
+            .store(self.decide.dropped_actions(), Ordering::Relaxed);
         for i in 0..self.decide.actions().len() {
             let action = self.decide.actions()[i];
             stamps.written_ns = self

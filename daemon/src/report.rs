@@ -133,6 +133,14 @@ pub fn latency_table(summary: &Summary) -> String {
             summary.device_errors
         );
     }
+    if summary.actions_dropped > 0 {
+        let _ = writeln!(
+            out,
+            "WARNING: {} trigger actions were dropped (more actions in one frame, or more delayed actions \
+             waiting, than reflex holds: 64 each)",
+            summary.actions_dropped
+        );
+    }
     if summary.records_lost > 0 {
         let _ = writeln!(
             out,
@@ -149,6 +157,24 @@ mod tests {
     use crate::latency::LatencySet;
     use crate::metrics::LiveLatency;
     use crate::session::FrameCounts;
+
+    #[test]
+    fn the_table_warns_of_dropped_actions_lost_records_and_device_errors() {
+        let clean = latency_table(&Summary::default());
+        assert!(!clean.contains("WARNING"), "{clean}");
+        let table = latency_table(&Summary {
+            actions_dropped: 3,
+            records_lost: 2,
+            device_errors: 1,
+            ..Summary::default()
+        });
+        assert!(
+            table.contains("WARNING: 3 trigger actions were dropped"),
+            "{table}"
+        );
+        assert!(table.contains("WARNING: 2 records were lost"), "{table}");
+        assert!(table.contains("reported 1 errors"), "{table}");
+    }
 
     fn status() -> Status {
         let mut set = LatencySet::new();

@@ -60,7 +60,7 @@ pub struct FrameCounts {
 }
 
 /// `summary.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Frame counts.
     pub frames: FrameCounts,
@@ -74,6 +74,10 @@ pub struct Summary {
     pub records_lost: u64,
     /// Errors the output device reported (`device_error` lines in events.jsonl), e.g. watchdog expiries.
     pub device_errors: u64,
+    /// Trigger actions lost because one frame produced more than the action buffer holds, or the delay queue
+    /// was full (should be 0; anything else is reported loudly).
+    #[serde(default)]
+    pub actions_dropped: u64,
     /// Whether the loop threads ran with real-time (FIFO) priority.
     pub realtime: bool,
     /// Session length on the host clock (s).
@@ -196,6 +200,7 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
         backend: w.backend.clone(),
         records_lost: 0,
         device_errors: 0,
+        actions_dropped: 0,
         realtime: false,
         duration_s: 0.0,
         start_ns: w.shared.start_ns,
@@ -282,6 +287,7 @@ fn fill_summary(
     summary.frames = c;
     summary.records_lost = shared.records_lost.load(Ordering::Relaxed);
     summary.device_errors = shared.device_errors.load(Ordering::Relaxed);
+    summary.actions_dropped = shared.actions_dropped.load(Ordering::Relaxed);
     summary.realtime = shared.realtime.load(Ordering::Relaxed);
     summary.duration_s = now_ns.saturating_sub(shared.start_ns) as f64 / 1e9;
     summary.latency_ns = Stage::ALL
