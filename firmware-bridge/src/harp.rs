@@ -366,69 +366,8 @@ struct Pending {
     purpose: Purpose,
 }
 
-/// Fixed-capacity FIFO of requests awaiting replies (Harp devices answer in order).
-#[derive(Debug)]
-struct PendingQueue {
-    items: [Option<Pending>; PENDING_CAPACITY],
-    head: usize,
-    len: usize,
-}
-
-impl PendingQueue {
-    fn new() -> Self {
-        Self {
-            items: [None; PENDING_CAPACITY],
-            head: 0,
-            len: 0,
-        }
-    }
-
-    fn room(&self) -> usize {
-        PENDING_CAPACITY - self.len
-    }
-
-    fn push(&mut self, item: Pending) {
-        if let Some(slot) = self
-            .items
-            .get_mut((self.head + self.len) % PENDING_CAPACITY)
-            && self.len < PENDING_CAPACITY
-        {
-            *slot = Some(item);
-            self.len += 1;
-        }
-    }
-
-    /// Position from the front of the first request `matches` accepts.
-    fn position(&self, matches: impl Fn(&Pending) -> bool) -> Option<usize> {
-        (0..self.len).find(|i| {
-            self.items
-                .get((self.head + i) % PENDING_CAPACITY)
-                .and_then(Option::as_ref)
-                .is_some_and(&matches)
-        })
-    }
-
-    fn clear(&mut self) {
-        *self = Self::new();
-    }
-
-    fn front(&self) -> Option<&Pending> {
-        if self.len == 0 {
-            return None;
-        }
-        self.items.get(self.head).and_then(Option::as_ref)
-    }
-
-    fn pop(&mut self) -> Option<Pending> {
-        if self.len == 0 {
-            return None;
-        }
-        let item = self.items.get_mut(self.head).and_then(Option::take);
-        self.head = (self.head + 1) % PENDING_CAPACITY;
-        self.len -= 1;
-        item
-    }
-}
+/// Requests awaiting replies, oldest first (Harp devices answer in order).
+type PendingQueue = crate::fifo::Fifo<Pending, PENDING_CAPACITY>;
 
 /// The bytes and pending replies of one `send`, committed together.
 #[derive(Debug)]
@@ -482,7 +421,7 @@ impl<T: Transport> std::fmt::Debug for Harp<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Harp")
             .field("info", &self.info)
-            .field("pending", &self.pending.len)
+            .field("pending", &self.pending.len())
             .finish_non_exhaustive()
     }
 }
@@ -595,7 +534,7 @@ impl<T: Transport> Harp<T> {
         self.transport
             .write_all(batch.buf.get(..batch.len).unwrap_or_default())?;
         for pending in batch.pending.iter().flatten() {
-            self.pending.push(*pending);
+            self.pending.push_back(*pending);
         }
         Ok(())
     }
@@ -626,7 +565,7 @@ impl<T: Transport> Harp<T> {
         // corrupt message was dropped): forget them, and say so after handling this one.
         let mut lost_error = None;
         for _ in 0..lost {
-            if let Some(p) = self.pending.pop() {
+            if let Some(p) = self.pending.pop_front() {
                 lost_error.get_or_insert_with(|| {
                     OutputError::from(BadReply::io(
                         io::ErrorKind::InvalidData,
@@ -640,7 +579,7 @@ impl<T: Transport> Harp<T> {
                 });
             }
         }
-        let Some(pending) = self.pending.pop() else {
+        let Some(pending) = self.pending.pop_front() else {
             return Ok(());
         };
         self.deliver(pending, message, sink)?;
@@ -662,7 +601,7 @@ impl<T: Transport> Harp<T> {
                 .front()
                 .is_some_and(|p| p.message_type == message_type && p.address == address)
         {
-            self.pending.pop();
+            self.pending.pop_front();
         }
     }
 

@@ -5,6 +5,7 @@
 //! with their own protocols; our own firmware's driver and the simulator use `reflex-protocol`.
 
 pub mod bpod;
+mod fifo;
 pub mod harp;
 pub mod pulsepal;
 pub mod serial;

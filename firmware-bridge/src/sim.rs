@@ -263,62 +263,8 @@ struct Pending {
     action: Action,
 }
 
-/// Fixed-capacity FIFO of pending commands (effect times are non-decreasing).
-#[derive(Debug)]
-struct PendingQueue {
-    items: [Option<Pending>; PENDING_CAPACITY],
-    head: usize,
-    len: usize,
-}
-
-impl PendingQueue {
-    fn new() -> Self {
-        Self {
-            items: [None; PENDING_CAPACITY],
-            head: 0,
-            len: 0,
-        }
-    }
-
-    fn front(&self) -> Option<&Pending> {
-        if self.len == 0 {
-            return None;
-        }
-        self.items.get(self.head).and_then(Option::as_ref)
-    }
-
-    fn pop_front(&mut self) -> Option<Pending> {
-        if self.len == 0 {
-            return None;
-        }
-        let item = self.items.get_mut(self.head).and_then(Option::take);
-        self.head = (self.head + 1) % PENDING_CAPACITY;
-        self.len -= 1;
-        item
-    }
-
-    fn is_full(&self) -> bool {
-        self.len == PENDING_CAPACITY
-    }
-
-    /// Appends `item`; the caller makes room first (see [`Self::is_full`]).
-    fn push_back(&mut self, item: Pending) {
-        if self.is_full() {
-            return;
-        }
-        if let Some(slot) = self
-            .items
-            .get_mut((self.head + self.len) % PENDING_CAPACITY)
-        {
-            *slot = Some(item);
-            self.len += 1;
-        }
-    }
-
-    fn clear(&mut self) {
-        *self = Self::new();
-    }
-}
+/// Pending commands, oldest first (effect times are non-decreasing).
+type PendingQueue = crate::fifo::Fifo<Pending, PENDING_CAPACITY>;
 
 /// Model of the reflex firmware: decodes host frames with the same [`FrameDecoder`] a
 /// microcontroller would, drives its channels, and writes reply frames into a fixed buffer.
