@@ -48,6 +48,21 @@ pub struct SourceInfo {
     pub fps: f64,
 }
 
+impl SourceInfo {
+    /// Checks that `frame` has this source's size and pixel format (its buffers are made for it at start).
+    pub fn check_frame(&self, frame: &Frame) -> Result<(), CameraError> {
+        if frame.width != self.width || frame.height != self.height || frame.format != self.format {
+            return Err(CameraError::WrongFrameSize {
+                got_w: frame.width,
+                got_h: frame.height,
+                want_w: self.width,
+                want_h: self.height,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// One camera frame with its host timestamps; allocated once and refilled by the source.
 #[derive(Debug, Clone)]
 pub struct Frame {

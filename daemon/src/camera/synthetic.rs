@@ -267,17 +267,7 @@ impl FrameSource for SyntheticCamera {
     }
 
     fn next_frame(&mut self, frame: &mut Frame) -> Result<bool, CameraError> {
-        if frame.width != self.info.width
-            || frame.height != self.info.height
-            || frame.format != self.info.format
-        {
-            return Err(CameraError::WrongFrameSize {
-                got_w: frame.width,
-                got_h: frame.height,
-                want_w: self.info.width,
-                want_h: self.info.height,
-            });
-        }
+        self.info.check_frame(frame)?;
         let start = *self.start_ns.get_or_insert_with(|| self.clock.now_ns());
         let mut due = start + self.next_id * self.period_ns;
         let now = self.clock.now_ns();

@@ -566,17 +566,7 @@ impl FrameSource for VideoSource {
     }
 
     fn next_frame(&mut self, frame: &mut Frame) -> Result<bool, CameraError> {
-        if frame.width != self.info.width
-            || frame.height != self.info.height
-            || frame.format != self.info.format
-        {
-            return Err(CameraError::WrongFrameSize {
-                got_w: frame.width,
-                got_h: frame.height,
-                want_w: self.info.width,
-                want_h: self.info.height,
-            });
-        }
+        self.info.check_frame(frame)?;
         loop {
             let t_read = self.clock.now_ns();
             let clock = &self.clock;
