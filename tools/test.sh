@@ -23,6 +23,15 @@ if ! command -v avr-gcc >/dev/null || ! command -v make >/dev/null \
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make gcc-avr avr-libc simavr libsimavr-dev libelf-dev >/dev/null
 fi
 
+# GenICam cameras (daemon/tests/aravis.rs) are tested against Aravis's own fake GigE Vision camera, a
+# separate process speaking GVCP/GVSP on 127.0.0.1: the library libaravis-0.8-0 (reflex loads it at run
+# time) and the fake camera, in aravis-tools. The test fails, rather than skips, without them here.
+if ! compgen -G '/usr/lib/*/libaravis-0.8.so.0' >/dev/null || ! command -v arv-fake-gv-camera-0.8 >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libaravis-0.8-0 aravis-tools >/dev/null
+fi
+export REFLEX_REQUIRE_ARAVIS=1
+
 # The committed model is exactly what its generator makes.
 python3 tools/model/make_default_model.py --check
 

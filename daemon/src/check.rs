@@ -7,7 +7,9 @@
 //! parameters, and the triggers' output channels against the configured output's channel count where it is
 //! known without the device (simulated: configured; Pulse Pal: 4; Harp Behavior: its output lines; Bpod:
 //! `soft_codes`; our firmware reports its channels in the handshake, so those are checked when it connects).
-//! Scripts (the Lua protocol engine, to come) get their check in [`check_scripts`].
+//! The protocol script (`[script]`, Lua) is loaded (syntax, the functions it must define, its top level run
+//! under its budget) and each of its functions is called on made-up poses ([`check_scripts`]), with
+//! `file:line` errors.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +43,8 @@ pub struct Checked {
     pub keypoints: Vec<String>,
     /// The output, e.g. `simulated (4 channels)`.
     pub output: String,
+    /// The protocol script's dry run, one line per call, when there is a script.
+    pub script: Option<String>,
 }
 
 impl std::fmt::Display for Checked {
@@ -53,7 +57,14 @@ impl std::fmt::Display for Checked {
             self.keypoints.len(),
             self.keypoints.join(", "),
             self.output
-        )
+        )?;
+        if let Some(script) = &self.script {
+            write!(f, "\nscript dry run (made-up poses):")?;
+            for line in script.lines() {
+                write!(f, "\n  {line}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -94,7 +105,20 @@ pub fn check(path: &Path, keypoints: Option<&[String]>) -> anyhow::Result<Checke
             }
         }
     }
-    check_scripts(&config, &text, &file)?;
+    let script = check_scripts(&config, &file, &names)?;
+    if let (Some(script), Some(channels)) = (&script, channels)
+        && let Some(channel) = script
+            .calls
+            .iter()
+            .flat_map(|c| &c.actions)
+            .find_map(|a| action_channel(a).filter(|&c| c >= channels))
+    {
+        return Err(anyhow!(
+            "{file}: [script] {}: the dry run commands channel {channel}, which does not exist ({output} has channels 0..{})",
+            config.script.as_ref().map_or("", |s| s.path.as_str()),
+            channels.saturating_sub(1)
+        ));
+    }
     Ok(Checked {
         triggers: config.triggers.len(),
         model,
@@ -103,6 +127,7 @@ pub fn check(path: &Path, keypoints: Option<&[String]>) -> anyhow::Result<Checke
             Some(n) => format!("{output} ({n} channels)"),
             None => format!("{output} (its channels are checked when it connects)"),
         },
+        script: script.map(|s| s.to_string()),
     })
 }
 
@@ -128,11 +153,40 @@ pub fn output_channels(output: &OutputConfig) -> (String, Option<u8>) {
     }
 }
 
-/// The protocol scripts' check. There are none yet: the Lua engine will load each script here (syntax,
-/// the functions it must define, the keypoints and channels it names), with `file:line` errors, so `check`
-/// covers them like the built-in triggers.
-pub fn check_scripts(_config: &Config, _text: &str, _file: &str) -> anyhow::Result<()> {
-    Ok(())
+/// The protocol script's check, when the config has one: loaded as the live loop loads it (syntax, the
+/// functions it must define, its top level under its budget), then each function called on made-up poses
+/// (every keypoint present and moving, then every keypoint missing; `on_event` once per trigger). Errors
+/// name the script's file and line.
+pub fn check_scripts(
+    config: &Config,
+    file: &str,
+    keypoints: &[&str],
+) -> anyhow::Result<Option<reflex_plugins::script::DryRun>> {
+    let Some(sc) = &config.script else {
+        return Ok(None);
+    };
+    let triggers: Vec<&str> = config
+        .triggers
+        .iter()
+        .map(|t| t.get_ref().name.as_str())
+        .collect();
+    let loaded = crate::script::load(sc, file, keypoints, &triggers)?;
+    let path = loaded.path.display().to_string();
+    reflex_plugins::script::Script::dry_run(&loaded.text, &path, sc, keypoints, &triggers)
+        .map(Some)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("{file}: [script] dry run of {path}"))
+}
+
+/// The output channel an action commands, if any.
+fn action_channel(action: &reflex_plugins::trigger::Action) -> Option<u8> {
+    use reflex_plugins::trigger::Action;
+    match *action {
+        Action::SetLevel { channel, .. }
+        | Action::Pulse { channel, .. }
+        | Action::PulseTrain { channel, .. } => Some(channel),
+        Action::Mark { .. } | Action::Recording { .. } => None,
+    }
 }
 
 /// `reflex check`: print the one-line summary, or fail with the error.

@@ -44,6 +44,32 @@ fn monotonic_raw_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// `CLOCK_REALTIME` in ns.
+fn realtime_raw_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // reason for allowing unsafe: FFI to clock_gettime, the one way to read CLOCK_REALTIME's value.
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_REALTIME always exists on Linux.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    debug_assert_eq!(rc, 0);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `CLOCK_REALTIME` − `CLOCK_MONOTONIC` now (ns): subtracted from a wall-clock stamp that a library took (Aravis
+/// stamps a frame's arrival with `g_get_real_time`), it gives the same moment on the host clock. It changes
+/// when the wall clock is stepped or slewed (NTP), so read it next to the stamp it converts. Two reads of the
+/// wall clock around the monotonic one, averaged: off by at most half their gap (~20 ns).
+pub fn realtime_minus_monotonic_ns() -> i64 {
+    let before = realtime_raw_ns();
+    let monotonic = monotonic_raw_ns();
+    let after = realtime_raw_ns();
+    let realtime = before / 2 + after / 2 + (before % 2 + after % 2) / 2;
+    realtime as i64 - monotonic as i64
+}
+
 impl MonotonicClock {
     /// The real-time clock: `CLOCK_MONOTONIC` itself.
     pub fn new() -> Self {

@@ -9,7 +9,9 @@ use reflex_plugins::predict::{KalmanConfig, RobustConfig};
 use reflex_plugins::trigger::{TriggerConfig, TriggerSet};
 use serde::{Deserialize, Serialize};
 
+use crate::camera::aravis::AravisConfig;
 use crate::camera::synthetic::SyntheticConfig;
+use crate::camera::v4l2_stream::V4l2Config;
 use crate::camera::video::VideoConfig;
 use crate::inference::ModelConfig;
 use crate::realtime::RealtimeConfig;
@@ -46,18 +48,25 @@ pub struct Config {
     /// The live Prometheus `/metrics` endpoint (off unless `listen` is set).
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The protocol script (Lua), run after the built-in triggers on every frame; none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<reflex_plugins::script::ScriptConfig>,
 }
 
 /// `[source]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
-    /// `synthetic` or `video`; `--source` on the command line overrides it.
+    /// `synthetic`, `video`, `aravis` or `v4l2`; `--source` on the command line overrides it.
     pub kind: String,
     /// Settings of the synthetic camera.
     pub synthetic: SyntheticConfig,
     /// The video file replayed as a camera (`kind = "video"`).
     pub video: VideoConfig,
+    /// A GenICam camera through Aravis (`kind = "aravis"`).
+    pub aravis: AravisConfig,
+    /// A V4L2 camera (`kind = "v4l2"`).
+    pub v4l2: V4l2Config,
 }
 
 impl Default for SourceConfig {
@@ -66,6 +75,8 @@ impl Default for SourceConfig {
             kind: "synthetic".into(),
             synthetic: SyntheticConfig::default(),
             video: VideoConfig::default(),
+            aravis: AravisConfig::default(),
+            v4l2: V4l2Config::default(),
         }
     }
 }
@@ -388,6 +399,14 @@ impl Config {
             .validate()
             .map_err(|e| err(None, format!("model.{e}")))?;
         self.realtime.validate().map_err(|e| err(None, e))?;
+        self.source
+            .v4l2
+            .validate()
+            .map_err(|e| err(None, format!("source.v4l2.{e}")))?;
+        self.source
+            .aravis
+            .validate()
+            .map_err(|e| err(None, e.to_string()))?;
         if let Some(listen) = &self.metrics.listen {
             crate::metrics::validate_listen(listen)
                 .map_err(|e| err(None, format!("metrics.listen: {e}")))?;
@@ -484,6 +503,23 @@ mod tests {
         assert_eq!(c.metrics, MetricsConfig::default());
         assert_eq!(c.triggers.len(), 1);
         assert_eq!(c.triggers[0].get_ref().keypoint.as_deref(), Some("nose"));
+    }
+
+    #[test]
+    fn aravis_settings_are_checked_when_the_config_is_read() {
+        let e = Config::parse("[source.aravis]\nbuffers = 1\n", "rig.toml").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("[source.aravis] buffers: 1 is not in 2…64"),
+            "{e}"
+        );
+        let e = Config::parse("[source.aravis]\nexposure = 5\n", "rig.toml").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.to_string().contains("exposure"), "{e}");
+        let text = "[source]\nkind = \"aravis\"\n[source.aravis]\ncamera = \"10.0.0.20\"\nexposure_us = 500\n";
+        let aravis = Config::parse(text, "rig.toml").unwrap().source.aravis;
+        assert_eq!(aravis.camera, "10.0.0.20");
+        assert_eq!(aravis.exposure_us, Some(500.0));
     }
 
     #[test]

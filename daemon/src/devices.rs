@@ -56,7 +56,8 @@ pub struct PulseArgs {
     width_ms: f64,
 }
 
-/// `reflex devices`: lists serial ports, with USB vendor/product ids and serial numbers.
+/// `reflex devices`: lists serial ports, with USB vendor/product ids and serial numbers, the GenICam
+/// cameras Aravis finds (or why it cannot look), and the V4L2 cameras with their formats, sizes and rates.
 pub fn list_ports() -> anyhow::Result<()> {
     let ports = serial::available_ports().context("listing serial ports")?;
     if ports.is_empty() {
@@ -78,6 +79,8 @@ pub fn list_ports() -> anyhow::Result<()> {
             None => println!("{}", port.name),
         }
     }
+    crate::camera::aravis::print_devices();
+    crate::camera::v4l2_stream::print_devices();
     Ok(())
 }
 

@@ -24,4 +24,5 @@ pub mod realtime;
 pub mod record;
 pub mod replay;
 pub mod report;
+pub mod script;
 pub mod session;

@@ -32,7 +32,9 @@ enum Command {
     /// Offline evaluation: `reflex eval predict` scores forward predictors on recorded poses.
     #[command(subcommand)]
     Eval(reflex_daemon::eval::EvalCommand),
-    /// List serial ports, with USB vendor/product ids and serial numbers.
+    /// List serial ports, with USB vendor/product ids and serial numbers, and GenICam cameras (through
+    /// Aravis, when libaravis-0.8 is installed) with their `--source aravis:ID`, and V4L2 cameras with their
+    /// formats, sizes and frame rates.
     Devices,
     /// Talk to the reflex firmware on a serial port: `reflex device ping PORT`, `reflex device pulse PORT`.
     #[command(subcommand)]
@@ -78,7 +80,9 @@ struct RunArgs {
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// Frame source, overriding the config: `synthetic`, or a video file as a camera: `video:PATH` (at its
-    /// own frame rate), `video:PATH@FPS` (another rate), `video:PATH@max` (as fast as it decodes).
+    /// own frame rate), `video:PATH@FPS` (another rate), `video:PATH@max` (as fast as it decodes), or a
+    /// GenICam camera: `aravis:NAME` (Aravis's device id from `reflex devices`, a serial or IP address), or a
+    /// V4L2 camera: `v4l:/dev/videoN` or `v4l:N` (size, rate and format from `[source.v4l2]`).
     #[arg(long)]
     source: Option<String>,
     /// Stop after this long: `10s`, `500ms`, `2m`, or seconds. Default 10s unless --frames is given.

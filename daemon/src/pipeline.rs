@@ -40,8 +40,11 @@ use crate::inference::{self, PoseModel};
 use crate::latency::{LatencySet, Stage};
 use crate::metrics::{Live, LiveLatency, MetricsServer, SessionInfo};
 use crate::realtime;
-use crate::record::{EventRecord, PoseRecord, Stamps, TruthRecord, frame_tag, tag_frame};
+use crate::record::{
+    EventRecord, PoseRecord, ScriptEvent, Stamps, TruthRecord, frame_tag, tag_frame,
+};
 use crate::session::{self, FrameCounts, Summary, WriterInputs};
+use reflex_plugins::script::OnScriptError;
 
 /// Counters and flags shared by the loop threads, the writer and the caller. Atomics only on the loop's side.
 pub struct Shared {
@@ -80,6 +83,9 @@ pub struct Shared {
     pub live: Arc<Live>,
     /// The first error, taken only on the way out (never on the per-frame path).
     error: Mutex<Option<String>>,
+    /// One-line notices for the user from threads that must not print (the actuation thread on a script
+    /// failure it survives, the script watcher); the caller's thread prints them.
+    notices: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -102,7 +108,28 @@ impl Shared {
             actuation_done: AtomicBool::new(false),
             live,
             error: Mutex::new(None),
+            notices: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Queue a notice for the caller's thread to print. Never blocks: when the lock is taken (the caller is
+    /// printing), the notice is handed back to try again later.
+    pub fn notify(&self, notice: String) -> Result<(), String> {
+        match self.notices.try_lock() {
+            Ok(mut n) => {
+                n.push(notice);
+                Ok(())
+            }
+            Err(_) => Err(notice),
+        }
+    }
+
+    /// The notices queued so far.
+    fn take_notices(&self) -> Vec<String> {
+        self.notices
+            .lock()
+            .map(|mut n| std::mem::take(&mut *n))
+            .unwrap_or_default()
     }
 
     /// Record the first error and ask everything to stop.
@@ -290,7 +317,21 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
                 )
             )
         })?;
-    std::fs::write(dir.join(session::files::CONFIG), config.to_toml())
+    // The session keeps the script it ran beside its config, which points at that copy, so
+    // `reflex replay SESSION` runs exactly this protocol.
+    let mut saved = config.clone();
+    if let (Some(script), Some((path, text))) = (&mut saved.script, decide.script_source()) {
+        let copy = crate::script::session_copy(&dir, path, 0);
+        std::fs::create_dir_all(dir.join("script"))
+            .and_then(|()| std::fs::write(&copy, text))
+            .with_context(|| format!("writing {}", copy.display()))?;
+        script.path = copy
+            .strip_prefix(&dir)
+            .unwrap_or(&copy)
+            .display()
+            .to_string();
+    }
+    std::fs::write(dir.join(session::files::CONFIG), saved.to_toml())
         .with_context(|| format!("writing {}", dir.join(session::files::CONFIG).display()))?;
 
     let shared = Arc::new(Shared::new(Arc::clone(&clock), live));
@@ -338,9 +379,44 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
         })?
     };
 
+    // Hot reload: the watcher checks new versions of the script off the loop; the actuation thread swaps
+    // them in between frames and hands the old ones back to be freed.
+    let (script_rx, retired_tx, watcher) = match (&config.script, decide.script_source()) {
+        (Some(sc), Some((path, text))) if sc.reload => {
+            let (updates_tx, updates_rx) = rtrb::RingBuffer::new(1);
+            let (retired_tx, retired_rx) = rtrb::RingBuffer::new(2);
+            let triggers: Vec<&str> = config
+                .triggers
+                .iter()
+                .map(|t| t.get_ref().name.as_str())
+                .collect();
+            let watcher = crate::script::Watcher::new(sc, path, text, &names, &triggers);
+            let handle = crate::script::spawn_watcher(
+                watcher,
+                updates_tx,
+                retired_rx,
+                Arc::clone(&shared),
+                dir.clone(),
+            )
+            .context("starting the script watcher thread")?;
+            (Some(updates_rx), Some(retired_tx), Some(handle))
+        }
+        _ => (None, None, None),
+    };
+    let on_script_error = config
+        .script
+        .as_ref()
+        .map(|s| s.on_error)
+        .unwrap_or_default();
+
     let actuation = {
         let stage = Actuation {
             decide,
+            script_updates: script_rx,
+            retired_scripts: retired_tx,
+            on_script_error,
+            last_frame: 0,
+            unsent_notice: None,
             output,
             clock: Arc::clone(&clock),
             shared: Arc::clone(&shared),
@@ -439,6 +515,9 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
             });
             last = (now, frames.processed);
         }
+        for notice in shared.take_notices() {
+            (opts.notice)(notice);
+        }
         // The caller's thread is not a loop thread; it polls the end conditions a few times per clock tick.
         clock.sleep_until(clock.now_ns() + 5_000_000);
     }
@@ -452,6 +531,16 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
         if let Err(e) = r {
             shared.fail(e.to_string());
         }
+    }
+    // The loop has ended (its threads are joined): the watcher stops too, whatever ended the session.
+    shared.stop.store(true, Ordering::Release);
+    if let Some(watcher) = watcher
+        && watcher.join().is_err()
+    {
+        shared.fail("script watcher thread panicked".into());
+    }
+    for notice in shared.take_notices() {
+        (opts.notice)(notice);
     }
     // If a stage died, the flags it would have set are set here, so the writer still drains and closes.
     shared.inference_done.store(true, Ordering::Release);
@@ -495,8 +584,16 @@ pub fn open_source(
             VideoSource::open(&config.source.video, Arc::clone(clock))
                 .with_context(|| format!("{config_file}: [source.video]"))?,
         )),
+        "aravis" => Ok(Source::Aravis(
+            crate::camera::aravis::AravisSource::open(&config.source.aravis, Arc::clone(clock))
+                .with_context(|| format!("{config_file}: [source.aravis]"))?,
+        )),
+        "v4l2" => Ok(Source::V4l2(
+            crate::camera::v4l2_stream::V4l2Source::open(&config.source.v4l2, Arc::clone(clock))
+                .with_context(|| format!("{config_file}: [source.v4l2]"))?,
+        )),
         other => Err(anyhow!(
-            "unknown frame source `{other}` (this build has: synthetic, video:PATH[@FPS|@max]; v4l:/dev/videoN and aravis:NAME are planned)"
+            "unknown frame source `{other}` (this build has: synthetic, video:PATH[@FPS|@max], aravis:NAME, v4l:/dev/videoN)"
         )),
     }
 }
@@ -638,8 +735,18 @@ struct InFlight {
 
 /// Predict → trigger → output, on its own thread; owns the output device.
 pub(crate) struct Actuation {
-    /// Predictor and triggers: the per-frame decision, shared with `reflex replay`.
+    /// Predictor, triggers and script: the per-frame decision, shared with `reflex replay`.
     decide: DecisionStep,
+    /// New versions of the script from the watcher (hot reload), when it is on.
+    script_updates: Option<rtrb::Consumer<crate::script::Update>>,
+    /// Scripts swapped out, back to the watcher to be freed off this thread.
+    retired_scripts: Option<rtrb::Producer<Box<reflex_plugins::script::Script>>>,
+    /// What a failed script call does to the session.
+    on_script_error: OnScriptError,
+    /// The last frame processed (events between frames carry it).
+    last_frame: u64,
+    /// A notice the caller's thread has not taken yet (its lock was busy).
+    unsent_notice: Option<String>,
     output: Box<dyn Output>,
     clock: SharedClock,
     shared: Arc<Shared>,
@@ -705,6 +812,13 @@ impl Actuation {
             if now >= self.latency.start_ns + interval_ns {
                 self.swap_latency(now);
             }
+            if let Err(e) = self.take_script_update() {
+                self.shared.fail(e);
+                return;
+            }
+            if let Some(notice) = self.unsent_notice.take() {
+                self.unsent_notice = self.shared.notify(notice).err();
+            }
             match self.poses_in.pop() {
                 Ok(msg) => {
                     let probe = PROBES.get();
@@ -762,11 +876,24 @@ impl Actuation {
         self.shared
             .actions_dropped
             .store(self.decide.dropped_actions(), Ordering::Relaxed);
+        self.last_frame = msg.frame;
         for i in 0..self.decide.actions().len() {
             let action = self.decide.actions()[i];
             stamps.written_ns = self
                 .execute(action, Some(msg.frame), stamps.exposure_ns)?
                 .unwrap_or(stamps.written_ns);
+        }
+        // A failed script call: its outputs are already off (the step's last actions, just sent).
+        if let Some(failure) = self.decide.take_script_failure() {
+            match self.on_script_error {
+                OnScriptError::Stop => return Err(failure.to_string()),
+                OnScriptError::Disable => {
+                    let notice = format!(
+                        "{failure}; the session goes on without it ([script] on_error = \"disable\"; a fixed file is reloaded)"
+                    );
+                    self.unsent_notice = self.shared.notify(notice).err();
+                }
+            }
         }
         self.poll_device();
 
@@ -813,6 +940,48 @@ impl Actuation {
         };
         push_or_count(&mut self.poses_out, rec, &self.shared);
         self.shared.processed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Hot reload, between two frames: swap in a new script version from the watcher (the old one's rest
+    /// actions are sent now, and the old one goes back to be freed off this thread), or record a refused one.
+    fn take_script_update(&mut self) -> Result<(), String> {
+        let (Some(updates), Some(retired)) = (&mut self.script_updates, &mut self.retired_scripts)
+        else {
+            return Ok(());
+        };
+        // Take an update only when the old script has a way back: it is never freed here.
+        if retired.slots() == 0 {
+            return Ok(());
+        }
+        let Ok(update) = updates.pop() else {
+            return Ok(());
+        };
+        let t_ns = self.clock.now_ns();
+        let (what, version, rest) = match update {
+            crate::script::Update::Accepted { script, version } => {
+                let (rest, old) = self.decide.replace_script(script);
+                if let Some(old) = old
+                    && retired.push(old).is_err()
+                {
+                    unreachable!("a slot was free before the swap");
+                }
+                (ScriptEvent::Reloaded, version, Some(rest))
+            }
+            crate::script::Update::Rejected { version } => {
+                (ScriptEvent::ReloadRejected, version, None)
+            }
+        };
+        let ev = EventRecord::Script {
+            frame: self.last_frame,
+            t_ns,
+            what,
+            version,
+        };
+        push_or_count(&mut self.events, ev, &self.shared);
+        for &action in rest.iter().flat_map(|r| r.as_slice()) {
+            self.execute(action, Some(self.last_frame), 0)?;
+        }
         Ok(())
     }
 
@@ -965,6 +1134,14 @@ impl Actuation {
         for &action in rest.as_slice() {
             if let Err(e) = self.execute(action, None, 0) {
                 self.shared.fail(e);
+            }
+        }
+        if let Some(failure) = self.decide.take_script_failure() {
+            match self.on_script_error {
+                OnScriptError::Stop => self.shared.fail(failure.to_string()),
+                OnScriptError::Disable => {
+                    let _ = self.shared.notify(failure.to_string());
+                }
             }
         }
         if let Err(e) = self.output.all_off() {

@@ -130,6 +130,40 @@ pub enum EventRecord {
         /// What the device reported.
         error: DeviceError,
     },
+    /// The protocol script failed, or a new version of it was loaded or refused (hot reload).
+    Script {
+        /// Frame being decided when it happened (for a failure, the frame whose call failed).
+        frame: u64,
+        /// Host time (ns).
+        t_ns: u64,
+        /// What happened.
+        what: ScriptEvent,
+        /// The script's version: 0 for the one the session started with, +1 for each accepted reload.
+        version: u32,
+    },
+}
+
+/// What happened to the protocol script (see [`EventRecord::Script`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptEvent {
+    /// A call failed (a Lua error, the instruction budget, the memory limit): its outputs were turned off
+    /// and it is not called again until a reload replaces it.
+    Failed,
+    /// A changed script file passed its checks and replaced the running script between two frames.
+    Reloaded,
+    /// A changed script file failed its checks; the running script goes on.
+    ReloadRejected,
+}
+
+impl ScriptEvent {
+    /// The name written in `events.jsonl`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ScriptEvent::Failed => "failed",
+            ScriptEvent::Reloaded => "reloaded",
+            ScriptEvent::ReloadRejected => "reload_rejected",
+        }
+    }
 }
 
 impl EventRecord {
@@ -138,7 +172,8 @@ impl EventRecord {
         match *self {
             EventRecord::Trigger { frame, .. }
             | EventRecord::Mark { frame, .. }
-            | EventRecord::Recording { frame, .. } => Some(frame),
+            | EventRecord::Recording { frame, .. }
+            | EventRecord::Script { frame, .. } => Some(frame),
             EventRecord::Ack { frame, .. } | EventRecord::Command { frame, .. } => frame,
             EventRecord::DeviceError { .. } => None,
         }

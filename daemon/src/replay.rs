@@ -562,6 +562,12 @@ pub struct ReplaySpeed {
     pub decide_s: f64,
     /// Frames per second of decision steps alone.
     pub decide_frames_per_s: f64,
+    /// One frame's decision step (predict, triggers, script, routing) in µs: median.
+    pub step_p50_us: f64,
+    /// One frame's decision step in µs: 99th percentile.
+    pub step_p99_us: f64,
+    /// One frame's decision step in µs: the slowest.
+    pub step_max_us: f64,
     /// The whole replay: reading the recording, deciding, collecting events (s); writing the outputs aside.
     pub total_s: f64,
     /// Frames per second over the whole replay.
@@ -597,6 +603,9 @@ pub struct ReplaySummary {
     pub predictions: Option<PredictionCheck>,
     /// Replayed vs live events (a session replayed with its own config).
     pub live: Option<LiveComparison>,
+    /// The protocol script's failure, with its file and line, as the live loop would have met it (with
+    /// `on_error = "stop"` the replay ends on that frame, as the session would have).
+    pub script_error: Option<String>,
     /// Speed.
     pub speed: ReplaySpeed,
 }
@@ -638,6 +647,13 @@ pub fn replay(
     let mut frames = 0u64;
     let (mut first_ns, mut last_ns) = (None, 0u64);
     let mut decide_ns = 0u64;
+    let mut step_hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3)
+        .expect("valid histogram bounds");
+    let mut script_error = None;
+    let stop_on_script_error = config
+        .script
+        .as_ref()
+        .is_none_or(|s| s.on_error == reflex_plugins::script::OnScriptError::Stop);
     let mut check = PredictionCheck::default();
     let mut last_decided_ns = 0;
     while let Some(rec) = recording.next_frame()? {
@@ -669,7 +685,9 @@ pub fn replay(
                 Routed::Event(ev) => events.push(ev),
             }
         }
-        decide_ns += clock.now_ns().saturating_sub(t0);
+        let step_ns = clock.now_ns().saturating_sub(t0);
+        decide_ns += step_ns;
+        step_hist.saturating_record(step_ns.max(1));
 
         if let Some(recorded) = &rec.predicted {
             check.frames += 1;
@@ -696,6 +714,12 @@ pub fn replay(
         first_ns.get_or_insert(s.exposure_ns);
         last_ns = s.exposure_ns;
         last_decided_ns = s.decided_ns;
+        if let Some(failure) = decide.take_script_failure() {
+            script_error = Some(failure.to_string());
+            if stop_on_script_error {
+                break;
+            }
+        }
     }
     if frames == 0 {
         bail!("{}: no frames to replay", recording.source);
@@ -753,9 +777,17 @@ pub fn replay(
         dropped_actions: decide.dropped_actions(),
         predictions: (check.frames > 0).then_some(check),
         live: None,
+        script_error: script_error.or_else(|| {
+            decide
+                .take_script_failure()
+                .map(|f| format!("on_stop: {f}"))
+        }),
         speed: ReplaySpeed {
             decide_s: decide_ns as f64 * 1e-9,
             decide_frames_per_s: per_s(decide_ns),
+            step_p50_us: step_hist.value_at_quantile(0.5) as f64 * 1e-3,
+            step_p99_us: step_hist.value_at_quantile(0.99) as f64 * 1e-3,
+            step_max_us: step_hist.max() as f64 * 1e-3,
             total_s: total_ns as f64 * 1e-9,
             total_frames_per_s: per_s(total_ns),
         },
@@ -1032,6 +1064,9 @@ pub fn report(s: &ReplaySummary) -> String {
             }
         }
     }
+    if let Some(e) = &s.script_error {
+        let _ = writeln!(o, "SCRIPT ERROR: {e}");
+    }
     let sp = &s.speed;
     let _ = writeln!(
         o,
@@ -1039,6 +1074,11 @@ pub fn report(s: &ReplaySummary) -> String {
         sp.decide_frames_per_s,
         sp.decide_s * 1e6 / s.frames.max(1) as f64,
         sp.total_frames_per_s
+    );
+    let _ = writeln!(
+        o,
+        "decision step per frame (predict, triggers, script): p50 {:.2} µs  p99 {:.2} µs  max {:.2} µs",
+        sp.step_p50_us, sp.step_p99_us, sp.step_max_us
     );
     o
 }

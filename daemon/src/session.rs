@@ -526,6 +526,18 @@ pub fn write_event(
                 json_str(&error.to_string())
             );
         }
+        EventRecord::Script {
+            frame,
+            t_ns,
+            what,
+            version,
+        } => {
+            let _ = write!(
+                line,
+                r#"{{"type":"script","frame":{frame},"t_ns":{t_ns},"what":"{}","version":{version}}}"#,
+                what.as_str()
+            );
+        }
     }
     line.push('\n');
     out.write_all(line.as_bytes())
@@ -639,6 +651,12 @@ mod tests {
                 trigger: 0,
                 start: false,
             },
+            EventRecord::Script {
+                frame: 6,
+                t_ns: 15,
+                what: crate::record::ScriptEvent::ReloadRejected,
+                version: 2,
+            },
         ];
         for e in &evs {
             write_event(&mut out, &mut line, e, &names).unwrap();
@@ -652,6 +670,9 @@ mod tests {
         assert!(text.contains(r#"{"type":"mark","frame":4,"t_ns":13,"code":7,"trigger":"z\"1"}"#));
         assert!(text.contains(
             r#"{"type":"recording","frame":5,"t_ns":14,"trigger":"z\"1","marker":"stop"}"#
+        ));
+        assert!(text.contains(
+            r#"{"type":"script","frame":6,"t_ns":15,"what":"reload_rejected","version":2}"#
         ));
     }
 }

@@ -121,11 +121,11 @@ fn unwritable_output_dir_is_named_and_nothing_runs() {
 fn unknown_source_and_bad_duration_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let err = failure(&reflex(
-        &["run", "--source", "v4l:/dev/video9", "--frames", "1"],
+        &["run", "--source", "gopro:9", "--frames", "1"],
         tmp.path(),
     ));
     assert!(
-        err.contains("v4l:/dev/video9") && err.contains("synthetic"),
+        err.contains("gopro:9") && err.contains("synthetic") && err.contains("v4l:/dev/videoN"),
         "{err}"
     );
     let out = reflex(&["run", "--duration", "ten"], tmp.path());

@@ -14,6 +14,10 @@
 //!   routes them to an output device. [`TriggerSet`] holds the built-in triggers of a config
 //!   ([`TriggerConfig`]: zone, speed, angle, distance, likelihood; all / any / not / sequence;
 //!   hysteresis, minimum duration, refractory period, maximum rate on each).
+//! - [`script`]: a protocol script in Lua 5.4 ([`Script`]), called after the built-in triggers on every
+//!   frame with the same input and pushing [`Action`]s into the same buffer; sandboxed, with an
+//!   instruction budget per call and a preallocated memory arena of its own (TLSF), so its calls never
+//!   touch the process heap either.
 //!
 //! Real-time contract: everything is allocated in the constructors; `observe`, `predict` and
 //! `evaluate` never allocate and never panic on NaN or missing keypoints (a test with a
@@ -23,6 +27,7 @@
 pub mod error;
 pub mod pose;
 pub mod predict;
+pub mod script;
 pub mod trigger;
 
 pub use error::{PluginError, TriggerConfigError, ZoneError};
@@ -31,6 +36,7 @@ pub use predict::{
     Horizon, KalmanConfig, KalmanPredictor, LastMeasurement, Predictor, RobustConfig,
     RobustPredictor,
 };
+pub use script::{Script, ScriptConfig, ScriptError};
 pub use trigger::{
     Action, ActionBuf, ActionConfig, OutputMode, Trigger, TriggerConfig, TriggerInput, TriggerKind,
     TriggerSet, Zone,

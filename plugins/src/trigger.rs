@@ -119,6 +119,11 @@ impl ActionBuf {
         self.dropped = 0;
     }
 
+    /// Keep only the first `len` actions (a no-op when fewer are held): takes back what a failed step pushed.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Number of actions held.
     pub const fn len(&self) -> usize {
         self.len

@@ -1,14 +1,18 @@
 //! Frame sources: the `FrameSource` seam and the frames that travel through the loop.
 //!
 //! A source fills a preallocated [`Frame`] in place (no allocation per frame) and stamps it on the host clock.
-//! Built in: the synthetic camera and video files (`video`); V4L2 and GenICam cameras plug in behind the
-//! same trait, their pixel formats converted by [`convert`] (V4L2's device listing and format negotiation
-//! are in [`v4l2`]; its streaming is to come).
+//! Built in: the synthetic camera, video files (`video`), GenICam cameras through Aravis (`aravis`) and V4L2
+//! cameras ([`v4l2_stream`], on the device listing and format negotiation of [`v4l2`]), their pixel formats
+//! converted by [`convert`].
 
+pub mod aravis;
+mod aravis_sys;
 pub mod convert;
 pub mod mp4_write;
 pub mod synthetic;
 pub mod v4l2;
+pub mod v4l2_stream;
+mod v4l2_sys;
 pub mod video;
 
 use reflex_plugins::pose::Pose;
@@ -153,6 +157,10 @@ pub enum Source {
     Synthetic(synthetic::SyntheticCamera),
     /// `video`: a video file replayed as a camera.
     Video(video::VideoSource),
+    /// `aravis`: a GenICam camera (GigE Vision, USB3 Vision) through Aravis.
+    Aravis(aravis::AravisSource),
+    /// `v4l2`: a V4L2 camera (`/dev/videoN`: UVC webcams, capture cards, CSI sensors).
+    V4l2(v4l2_stream::V4l2Source),
 }
 
 impl Source {
@@ -166,6 +174,8 @@ impl Source {
         match self {
             Source::Synthetic(camera) => camera.attach_device(device, channels),
             Source::Video(_) => Ok(()),
+            Source::Aravis(_) => Ok(()),
+            Source::V4l2(_) => Ok(()),
         }
     }
 }
@@ -175,6 +185,8 @@ impl FrameSource for Source {
         match self {
             Source::Synthetic(s) => s.info(),
             Source::Video(s) => s.info(),
+            Source::Aravis(s) => s.info(),
+            Source::V4l2(s) => s.info(),
         }
     }
 
@@ -182,6 +194,8 @@ impl FrameSource for Source {
         match self {
             Source::Synthetic(s) => s.next_frame(frame),
             Source::Video(s) => s.next_frame(frame),
+            Source::Aravis(s) => s.next_frame(frame),
+            Source::V4l2(s) => s.next_frame(frame),
         }
     }
 
@@ -189,6 +203,8 @@ impl FrameSource for Source {
         match self {
             Source::Synthetic(s) => s.skipped(),
             Source::Video(s) => s.skipped(),
+            Source::Aravis(s) => s.skipped(),
+            Source::V4l2(s) => s.skipped(),
         }
     }
 
@@ -196,17 +212,33 @@ impl FrameSource for Source {
         match self {
             Source::Synthetic(s) => s.truth_keypoints(),
             Source::Video(s) => s.truth_keypoints(),
+            Source::Aravis(s) => s.truth_keypoints(),
+            Source::V4l2(s) => s.truth_keypoints(),
         }
     }
 }
 
 /// Applies `--source TEXT` to `[source]`: `synthetic`, `video` (the config's file), `video:PATH`,
-/// `video:PATH@FPS` or `video:PATH@max`. Any other text becomes the kind as it is, so opening it names it
-/// in the error. A suffix after the last `@` that is neither a number nor `max`/`file` is part of the path.
+/// `video:PATH@FPS` or `video:PATH@max`, `aravis` (the config's camera), `aravis:NAME` (a GenICam camera by
+/// Aravis's device id, serial or address; `aravis:` alone: the first camera found). Any other text becomes
+/// the kind as it is, so opening it names it in the error. `v4l:DEVICE` or `v4l2:DEVICE`: a V4L2 camera,
+/// `/dev/videoN` or just `N`; `v4l2` alone: the config's device. A suffix after the last `@` that is neither a
+/// number nor `max`/`file` is part of the path.
 pub fn apply_source_arg(
     arg: &str,
     source: &mut crate::config::SourceConfig,
 ) -> Result<(), CameraError> {
+    if let Some(device) = arg
+        .strip_prefix("v4l:")
+        .or_else(|| arg.strip_prefix("v4l2:"))
+    {
+        return v4l2_stream::apply_device_arg(arg, device, source);
+    }
+    if let Some(name) = arg.strip_prefix("aravis:") {
+        source.kind = "aravis".into();
+        source.aravis.camera = name.to_string();
+        return Ok(());
+    }
     let Some(spec) = arg.strip_prefix("video:") else {
         source.kind = arg.to_string();
         return Ok(());
@@ -279,6 +311,24 @@ mod tests {
                 .contains("video:PATH")
         );
         assert_eq!(applied("synthetic").unwrap().kind, "synthetic");
-        assert_eq!(applied("v4l:/dev/video0").unwrap().kind, "v4l:/dev/video0");
+        let s = applied("aravis:Basler-acA1300-22012345").unwrap();
+        assert_eq!(
+            (s.kind.as_str(), s.aravis.camera.as_str()),
+            ("aravis", "Basler-acA1300-22012345")
+        );
+        let s = applied("aravis:").unwrap();
+        assert_eq!((s.kind.as_str(), s.aravis.camera.as_str()), ("aravis", ""));
+        let s = applied("v4l:/dev/video2").unwrap();
+        assert_eq!(
+            (s.kind.as_str(), s.v4l2.device.as_str()),
+            ("v4l2", "/dev/video2")
+        );
+        assert_eq!(applied("v4l2:3").unwrap().v4l2.device, "/dev/video3");
+        assert!(
+            applied("v4l:")
+                .unwrap_err()
+                .to_string()
+                .contains("v4l:/dev/videoN")
+        );
     }
 }

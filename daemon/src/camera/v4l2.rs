@@ -1,6 +1,6 @@
 //! V4L2 cameras, the parts that need no device: which video nodes exist, which of a camera's formats, sizes
 //! and rates to ask for, and how each pixel format becomes the loop's RGB8. Streaming (`VIDIOC_REQBUFS`,
-//! mmap, `VIDIOC_DQBUF` with driver timestamps) builds on these in a later step.
+//! mmap, `VIDIOC_DQBUF` with driver timestamps) builds on these in [`super::v4l2_stream`].
 //!
 //! Negotiation follows the kernel's enumeration ioctls (Documentation/userspace-api/media/v4l/):
 //! `VIDIOC_ENUM_FMT` lists pixel formats (a fourcc each), `VIDIOC_ENUM_FRAMESIZES` a format's frame sizes
@@ -36,6 +36,21 @@ impl std::fmt::Display for FourCc {
     }
 }
 
+/// The V4L2 codes of the formats reflex converts.
+const FORMATS: [([u8; 4], PixelFormat); 11] = [
+    (*b"RGB3", PixelFormat::Rgb24),
+    (*b"BGR3", PixelFormat::Bgr24),
+    (*b"GREY", PixelFormat::Grey),
+    (*b"YUYV", PixelFormat::Yuyv),
+    (*b"NV12", PixelFormat::Nv12),
+    (*b"YU12", PixelFormat::Yu12),
+    (*b"BA81", PixelFormat::Bayer(BayerPattern::Bggr)),
+    (*b"GBRG", PixelFormat::Bayer(BayerPattern::Gbrg)),
+    (*b"GRBG", PixelFormat::Bayer(BayerPattern::Grbg)),
+    (*b"RGGB", PixelFormat::Bayer(BayerPattern::Rggb)),
+    (*b"MJPG", PixelFormat::Mjpeg),
+];
+
 /// The pixel formats reflex converts to RGB8, with their V4L2 codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PixelFormat {
@@ -60,23 +75,15 @@ pub enum PixelFormat {
 impl PixelFormat {
     /// The format of a V4L2 code, if reflex converts it.
     pub fn from_fourcc(code: FourCc) -> Option<Self> {
-        let formats = [
-            (*b"RGB3", PixelFormat::Rgb24),
-            (*b"BGR3", PixelFormat::Bgr24),
-            (*b"GREY", PixelFormat::Grey),
-            (*b"YUYV", PixelFormat::Yuyv),
-            (*b"NV12", PixelFormat::Nv12),
-            (*b"YU12", PixelFormat::Yu12),
-            (*b"BA81", PixelFormat::Bayer(BayerPattern::Bggr)),
-            (*b"GBRG", PixelFormat::Bayer(BayerPattern::Gbrg)),
-            (*b"GRBG", PixelFormat::Bayer(BayerPattern::Grbg)),
-            (*b"RGGB", PixelFormat::Bayer(BayerPattern::Rggb)),
-            (*b"MJPG", PixelFormat::Mjpeg),
-        ];
-        formats
+        FORMATS
             .iter()
             .find(|(c, _)| FourCc::new(*c) == code)
             .map(|&(_, f)| f)
+    }
+
+    /// The codes of every format reflex converts, the cheapest to convert first.
+    pub fn fourccs() -> impl Iterator<Item = FourCc> {
+        FORMATS.iter().map(|(c, _)| FourCc::new(*c))
     }
 
     /// Preference when several formats meet the request: the cheapest hand-off first (a copy or a swap,
@@ -222,7 +229,8 @@ pub enum FrameSizes {
 }
 
 impl FrameSizes {
-    fn contains(&self, w: u32, h: u32) -> bool {
+    /// Whether `w` × `h` is one of the sizes (on the grid of a stepwise range).
+    pub(crate) fn contains(&self, w: u32, h: u32) -> bool {
         let on_grid = |v: u32, (min, max, step): (u32, u32, u32)| {
             v >= min && v <= max && (v - min).is_multiple_of(step.max(1))
         };
@@ -415,6 +423,63 @@ pub fn negotiate(offers: &[FormatOffer], request: &Request) -> Result<Choice, St
             )
         }
     })
+}
+
+/// A frame rate for people: at most two decimals, no trailing zeros (`30`, `29.97`, `7.5`).
+pub(crate) fn fps_text(fps: f64) -> String {
+    let text = format!("{fps:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The rates of one size: `30, 15 fps` (discrete, in the driver's order) or `1-200 fps` (a range).
+fn intervals_text(intervals: &FrameIntervals) -> String {
+    match intervals {
+        FrameIntervals::Discrete(list) => {
+            let rates: Vec<String> = list.iter().map(|f| fps_text(f.fps())).collect();
+            format!("{} fps", rates.join(", "))
+        }
+        FrameIntervals::Stepwise { min, max, .. } => {
+            format!("{}-{} fps", fps_text(max.fps()), fps_text(min.fps()))
+        }
+    }
+}
+
+/// What a camera offers in one format, on one line, for error messages and `reflex devices`:
+/// `YUYV 640x480 (30, 15 fps), 1280x720 (5 fps)`; a format reflex does not convert says so.
+pub fn describe_offer(offer: &FormatOffer) -> String {
+    let rates = |w: u32, h: u32| {
+        offer
+            .intervals
+            .iter()
+            .find(|(iw, ih, _)| (*iw, *ih) == (w, h))
+            .map(|(_, _, i)| intervals_text(i))
+    };
+    let sizes = match &offer.sizes {
+        FrameSizes::Discrete(sizes) => sizes
+            .iter()
+            .map(|&(w, h)| match rates(w, h) {
+                Some(r) => format!("{w}x{h} ({r})"),
+                None => format!("{w}x{h}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        FrameSizes::Stepwise { width, height } => {
+            let mut text = format!(
+                "{}x{} to {}x{} in steps of {}x{}",
+                width.0, height.0, width.1, height.1, width.2, height.2
+            );
+            for (w, h, i) in &offer.intervals {
+                text.push_str(&format!(", {w}x{h} ({})", intervals_text(i)));
+            }
+            text
+        }
+    };
+    let unconverted = if PixelFormat::from_fourcc(offer.fourcc).is_none() {
+        " (reflex does not convert it)"
+    } else {
+        ""
+    };
+    format!("{} {sizes}{unconverted}", offer.fourcc)
 }
 
 /// A video device node, as sysfs describes it.

@@ -112,3 +112,50 @@ fn actuation_allocates_nothing_per_frame_after_warmup() {
         "allocations on the actuation thread (tract session) over {frames} frames"
     );
 }
+
+#[test]
+fn a_protocol_script_allocates_nothing_on_the_actuation_thread() {
+    // Garbage every frame (a table, a formatted string), the seeded RNG, outputs and marks: all of it in the
+    // script's own arena, none from the process allocator.
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("busy.lua");
+    std::fs::write(
+        &script,
+        r#"
+function on_start(ctx) ctx.state.hist = {} end
+function on_frame(ctx, pose)
+  local n, s = pose.nose, ctx.state
+  s.hist[ctx.frame % 32 + 1] = { x = n.x, y = n.y, t = ctx.t }
+  s.label = string.format("%d:%.1f", ctx.frame, n.ok and n.x or -1)
+  if ctx.frame % 25 == 0 then
+    ctx:pulse(0, 1000)
+    ctx:mark(ctx:random(3))
+  end
+end
+"#,
+    )
+    .unwrap();
+    let mut config = reflex_daemon::config::Config::embedded();
+    config.script = Some(reflex_plugins::script::ScriptConfig {
+        path: script.display().to_string(),
+        ..Default::default()
+    });
+    let before = snapshot();
+    let report =
+        crate::default_session::run_default(Some(tmp.path().join("s")), Some(240), config).unwrap();
+    let (frames, allocs) = report_counts(before, snapshot());
+    assert!(
+        report.summary.events > 0 && frames > 0,
+        "the script ran ({} events, {frames} frames counted)",
+        report.summary.events
+    );
+    assert_eq!(
+        allocs, 0,
+        "allocations on the actuation thread with a script over {frames} frames (this and any concurrent session)"
+    );
+}
+
+/// (actuation frames, actuation allocations) between two snapshots.
+fn report_counts(before: [u64; 5], after: [u64; 5]) -> (u64, u64) {
+    (after[0] - before[0], after[1] - before[1])
+}

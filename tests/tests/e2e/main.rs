@@ -9,6 +9,7 @@ mod backends;
 mod default_session;
 mod latency_report;
 mod protocols;
+mod scripts;
 mod triggers;
 
 use std::alloc::{GlobalAlloc, Layout, System};

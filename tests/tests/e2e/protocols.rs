@@ -77,7 +77,7 @@ hysteresis = 0.1
 const FRAMES: u64 = 1200;
 
 /// The live session all tests here replay, recorded once.
-fn session() -> &'static (tempfile::TempDir, Report) {
+pub(crate) fn session() -> &'static (tempfile::TempDir, Report) {
     static SESSION: OnceLock<(tempfile::TempDir, Report)> = OnceLock::new();
     SESSION.get_or_init(|| {
         let mut config = Config::embedded();
