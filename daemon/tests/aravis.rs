@@ -10,13 +10,14 @@
 //! Without libaravis or the fake camera, each test prints why and passes; `REFLEX_REQUIRE_ARAVIS=1` (set by
 //! tools/test.sh, which installs both) makes that a failure. The fake cameras run one at a time.
 
-#![allow(unsafe_code)] // reason: a counting `GlobalAlloc` must implement an unsafe trait; it only forwards to `System`
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+
+use counting_alloc::allocations;
 
 #[path = "support/fake_gv.rs"]
 mod fake_gv;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,40 +26,6 @@ use fake_gv::FakeCamera;
 use reflex_daemon::camera::aravis::{AravisConfig, AravisSource};
 use reflex_daemon::camera::{CameraError, Frame, FrameSource, PixelFormat};
 use reflex_daemon::clock::{Clock, MonotonicClock};
-
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call to `System` unchanged; it only counts allocations of the calling thread.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System` through `alloc` above, with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: as for `dealloc`; the new size is the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations this thread makes while running `f`.
-fn allocations(f: impl FnOnce()) -> u64 {
-    let before = ALLOCS.with(Cell::get);
-    f();
-    ALLOCS.with(Cell::get) - before
-}
 
 /// One fake camera at a time: they would share 127.0.0.1's GVCP port.
 static ONE_CAMERA: Mutex<()> = Mutex::new(());

@@ -2,10 +2,11 @@
 //! cleanly before anything is written, and the streaming path (on the scripted `FakeDriver`) must allocate
 //! nothing per frame, counted by this binary's allocator, per thread.
 
-#![allow(unsafe_code)] // reason: a counting `GlobalAlloc` must implement an unsafe trait; it only forwards to `System`
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use counting_alloc::allocations;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -17,40 +18,6 @@ use reflex_daemon::camera::v4l2_stream::{
 };
 use reflex_daemon::camera::{Frame, FrameSource};
 use reflex_daemon::clock::ManualClock;
-
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call to `System` unchanged; it only counts allocations of the calling thread.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System` through `alloc` above, with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: as for `dealloc`; the new size is the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations this thread makes while running `f`.
-fn allocations(f: impl FnOnce()) -> u64 {
-    let before = ALLOCS.with(Cell::get);
-    f();
-    ALLOCS.with(Cell::get) - before
-}
 
 fn reflex(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_reflex"))

@@ -2,10 +2,11 @@
 //! copy that must stop the session cleanly, and what the capture path allocates per frame (counted by this
 //! binary's allocator, per thread, so tests running beside it do not disturb the count).
 
-#![allow(unsafe_code)] // reason: a counting `GlobalAlloc` must implement an unsafe trait; it only forwards to `System`
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use counting_alloc::allocations;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -14,40 +15,6 @@ use reflex_daemon::camera::convert::{self, MjpegDecoder, Plane, YuvRange};
 use reflex_daemon::camera::video::{VideoConfig, VideoRate, VideoSource};
 use reflex_daemon::camera::{Frame, FrameSource};
 use reflex_daemon::clock::ManualClock;
-
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call to `System` unchanged; it only counts allocations of the calling thread.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System` through `alloc` above, with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: as for `dealloc`; the new size is the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations this thread makes while running `f`.
-fn allocations(f: impl FnOnce()) -> u64 {
-    let before = ALLOCS.with(Cell::get);
-    f();
-    ALLOCS.with(Cell::get) - before
-}
 
 /// The real recorded video in the shared data folder (used from there, never copied into the repository).
 fn clip() -> PathBuf {

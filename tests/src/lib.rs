@@ -16,6 +16,17 @@ pub fn run_session(
     config: Config,
     speed: f64,
 ) -> anyhow::Result<Report> {
+    run_session_until(out, frames, config, speed, Arc::new(AtomicBool::new(false)))
+}
+
+/// As [`run_session`], and it also ends when `interrupt` is set (as Ctrl-C ends `reflex run`).
+pub fn run_session_until(
+    out: Option<PathBuf>,
+    frames: Option<u64>,
+    config: Config,
+    speed: f64,
+    interrupt: Arc<AtomicBool>,
+) -> anyhow::Result<Report> {
     pipeline::run(RunOptions {
         config,
         config_text: DEFAULT_TOML.to_string(),
@@ -24,7 +35,7 @@ pub fn run_session(
         duration_ns: None,
         max_frames: frames,
         clock: Arc::new(MonotonicClock::with_speed(speed)),
-        interrupt: Arc::new(AtomicBool::new(false)),
+        interrupt,
         notice: Box::new(|line| eprintln!("{line}")),
         status: None,
     })

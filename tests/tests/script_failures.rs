@@ -10,29 +10,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use reflex_daemon::clock::{Clock, MonotonicClock};
-use reflex_daemon::config::{Config, DEFAULT_TOML};
-use reflex_daemon::pipeline::{self, Report, RunOptions};
+use reflex_daemon::config::Config;
+use reflex_daemon::pipeline::Report;
 use reflex_daemon::session::files;
 
-/// Run `config` live into `out` until `frames` frames, or until `interrupt` is set.
+/// Run `config` live into `out` (at twice real time) until `frames` frames, or until `interrupt` is set.
 fn run_live(
     config: Config,
     out: &Path,
     frames: Option<u64>,
     interrupt: Arc<AtomicBool>,
 ) -> anyhow::Result<Report> {
-    pipeline::run(RunOptions {
-        config,
-        config_text: DEFAULT_TOML.to_string(),
-        config_file: "embedded default".into(),
-        out: Some(out.to_path_buf()),
-        duration_ns: None,
-        max_frames: frames,
-        clock: Arc::new(MonotonicClock::with_speed(2.0)),
-        interrupt,
-        notice: Box::new(|line| eprintln!("{line}")),
-        status: None,
-    })
+    reflex_tests::run_session_until(Some(out.to_path_buf()), frames, config, 2.0, interrupt)
 }
 
 /// Write `text` as the script `name` in `dir`; returns its path.
