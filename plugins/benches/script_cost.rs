@@ -2,7 +2,8 @@
 //! 100 000 frames of a moving 8-keypoint pose, for (a) an empty `on_frame`, (b) a zone + speed check
 //! written in Lua, (c) a catch-trial block design (a shuffled block of trials, a state machine, a pulse and
 //! a mark on trigger events), (d) a script that makes garbage every frame (a table and formatted strings),
-//! (e) the same with about 5 MB of live state; each with both collector modes, so the default
+//! (e) the same with about 5 MB of live state, (f) the shipped example `examples/catch_trials.lua` with its
+//! own settings; each with both collector modes, so the default
 //! ([`DEFAULT_GC`]) is the one with the lower p99 on (d).
 //!
 //! Run: `cargo bench -p reflex-plugins --bench script_cost` (release profile). Prints, in µs per frame,
@@ -111,13 +112,40 @@ end
 
 /// (label, script, `memory_mb`). Case (e) gets 32 MiB: in the default 8 its peak (twice the live heap,
 /// Lua's default pause) would not fit, and Lua would fall back to emergency full collections.
-const CASES: [(&str, &str, u32); 5] = [
+const CASES: [(&str, &str, u32); 6] = [
     ("(a) empty on_frame", EMPTY, 8),
     ("(b) zone + speed in Lua", ZONE_SPEED, 8),
     ("(c) catch-trial blocks", CATCH_TRIALS, 8),
     ("(d) garbage every frame", GARBAGE, 8),
     ("(e) (d) + 5 MB live state", GARBAGE_BIG_STATE, 32),
+    ("(f) examples/catch_trials", EXAMPLE_CATCH_TRIALS, 8),
 ];
+
+/// The shipped example, run with its own `[script]` settings (params, seed); its trigger `zone_entry` is
+/// the bench's port zone.
+const EXAMPLE_CATCH_TRIALS: &str = include_str!("../../examples/catch_trials.lua");
+const EXAMPLE_CONFIG: &str = include_str!("../../examples/catch_trials.toml");
+
+/// The `[script]` settings of a case: the example's own for (f), the defaults otherwise.
+fn case_config(source: &str, memory_mb: u32) -> (ScriptConfig, &'static [&'static str]) {
+    if source == EXAMPLE_CATCH_TRIALS {
+        #[derive(serde::Deserialize)]
+        struct Rig {
+            script: ScriptConfig,
+        }
+        // The example's triggers are not the bench's business: only its [script] table is read.
+        let script_table = &EXAMPLE_CONFIG[EXAMPLE_CONFIG.find("[script]").expect("[script]")..];
+        let rig: Rig = toml::from_str(script_table).expect("the example's [script] parses");
+        (rig.script, &["zone_entry"])
+    } else {
+        let config = ScriptConfig {
+            path: "bench.lua".into(),
+            memory_mb,
+            ..ScriptConfig::default()
+        };
+        (config, &TRIGGERS)
+    }
+}
 
 fn poses() -> Vec<Pose> {
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
@@ -185,13 +213,9 @@ struct Figures {
 }
 
 fn measure(source: &str, memory_mb: u32, gc: GcMode, poses: &[Pose]) -> Figures {
-    let config = ScriptConfig {
-        path: "bench.lua".into(),
-        memory_mb,
-        ..ScriptConfig::default()
-    };
+    let (config, triggers) = case_config(source, memory_mb);
     let mut script =
-        Script::load(source, "bench.lua", &config, &NAMES, &TRIGGERS).expect("bench scripts load");
+        Script::load(source, "bench.lua", &config, &NAMES, triggers).expect("bench scripts load");
     script.set_gc_mode(gc).expect("gc mode");
     let mut wall = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
     let mut cpu = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
@@ -303,7 +327,7 @@ fn main() {
             );
         }
     }
-    for (c, (label, _, _)) in CASES.iter().enumerate().skip(3) {
+    for (c, (label, _, _)) in CASES.iter().enumerate().skip(3).take(2) {
         println!(
             "cpu p99 of {label}: incremental {:.2} µs, generational {:.2} µs",
             p99[c][0], p99[c][1]

@@ -1,61 +1,16 @@
 //! Proves the per-frame calls (`observe`, `predict`, `evaluate`) never touch the heap once
 //! constructed, with a counting global allocator. Its own test binary, because a global
 //! allocator is process-wide.
-#![allow(unsafe_code)] // reason: implementing `GlobalAlloc` is unsafe by definition; it only forwards to `System`
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+
+use counting_alloc::allocations_in;
 
 use reflex_plugins::{
     ActionBuf, Horizon, KalmanConfig, KalmanPredictor, Keypoint, LastMeasurement, Pose, Predictor,
     RobustConfig, RobustPredictor, Trigger, TriggerConfig, TriggerInput, TriggerSet,
 };
-
-/// Heap operations (alloc, realloc, alloc_zeroed) made while counting was on.
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// Only the measuring thread counts, so the test harness's own threads cannot interfere.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-struct CountingAlloc;
-
-impl CountingAlloc {
-    fn note(&self) {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-// SAFETY: every method forwards unchanged to `System`, which upholds the contract; the
-// bookkeeping touches only an atomic and a const-initialised thread-local (no allocation).
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.note();
-        // SAFETY: same layout contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.note();
-        // SAFETY: same layout contract as our caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        self.note();
-        // SAFETY: `ptr` came from `System` via this allocator with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System` via this allocator with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
 
 #[test]
 fn per_frame_calls_do_not_allocate() {
@@ -85,6 +40,7 @@ fn per_frame_calls_do_not_allocate() {
     let mut predicted = Pose::new(NAMES.len());
     let mut actions = ActionBuf::new();
     let mut changes = 0usize;
+    let mut counted = 0u64;
 
     let mut run_frame = |k: u64, count: bool| {
         let frame_time_ns = 1_000_000_000 + k * 8_333_333;
@@ -105,34 +61,37 @@ fn per_frame_calls_do_not_allocate() {
         };
         points[2] = Keypoint::new(10.0, 10.0, if k.is_multiple_of(2) { 0.1 } else { 0.7 });
 
-        COUNTING.with(|c| c.set(count));
-        for predictor in predictors.iter_mut() {
-            predictor.observe(&measured, frame_time_ns);
-            predictor.predict(horizon.target_ns(frame_time_ns, now_ns), &mut predicted);
-        }
-        actions.clear();
-        let input = TriggerInput {
-            frame_id: k,
-            frame_time_ns,
-            now_ns,
-            target_ns: horizon.target_ns(frame_time_ns, now_ns),
-            measured: &measured,
-            predicted: &predicted,
-        };
-        triggers.evaluate(&input, &mut actions, &mut |i, _| {
-            changes += 1;
-            changes_per_trigger[i] += 1;
-        });
-        for i in 0..triggers.len() {
-            let _ = triggers.name(i);
-            let _ = triggers.is_active(i);
-            let _ = triggers.value(i);
-        }
-        if k % 500 == 499 {
+        let ((), allocations) = allocations_in(|| {
+            for predictor in predictors.iter_mut() {
+                predictor.observe(&measured, frame_time_ns);
+                predictor.predict(horizon.target_ns(frame_time_ns, now_ns), &mut predicted);
+            }
             actions.clear();
-            triggers.reset(&mut actions);
+            let input = TriggerInput {
+                frame_id: k,
+                frame_time_ns,
+                now_ns,
+                target_ns: horizon.target_ns(frame_time_ns, now_ns),
+                measured: &measured,
+                predicted: &predicted,
+            };
+            triggers.evaluate(&input, &mut actions, &mut |i, _| {
+                changes += 1;
+                changes_per_trigger[i] += 1;
+            });
+            for i in 0..triggers.len() {
+                let _ = triggers.name(i);
+                let _ = triggers.is_active(i);
+                let _ = triggers.value(i);
+            }
+            if k % 500 == 499 {
+                actions.clear();
+                triggers.reset(&mut actions);
+            }
+        });
+        if count {
+            counted += allocations;
         }
-        COUNTING.with(|c| c.set(false));
     };
 
     for k in 0..10 {
@@ -141,11 +100,7 @@ fn per_frame_calls_do_not_allocate() {
     for k in 10..2_000 {
         run_frame(k, true);
     }
-    assert_eq!(
-        ALLOCATIONS.load(Ordering::Relaxed),
-        0,
-        "per-frame calls allocated"
-    );
+    assert_eq!(counted, 0, "per-frame calls allocated");
     assert!(
         changes > 10,
         "the scenario should exercise state changes, saw {changes}"
