@@ -1,7 +1,8 @@
 //! GenICam cameras through Aravis, against Aravis's own fake GigE Vision camera in a separate process on
 //! 127.0.0.1 (real GVCP/GVSP over loopback): discovery, streaming with the camera's timestamps and frame ids,
-//! exposure and gain changing the image, a pixel format the camera lacks, the camera killed mid-stream, a
-//! whole `reflex run` session, and what the capture path allocates per frame.
+//! exposure and gain changing the image, a pixel format the camera lacks, the camera killed mid-stream (and
+//! mid-session: outputs off, files valid), a whole `reflex run` session, and what the capture path allocates
+//! per frame.
 //!
 //! The fake camera's image is known: pixel (x, y) of the frame with GigE Vision id `n` is
 //! `((x + y + n) mod 255) × s`, clamped to 0–255, with `s = 1 + gain + log10(exposure_us / 10000)`
@@ -505,6 +506,80 @@ fn a_session_runs_on_the_camera_and_names_it() {
         "{config}"
     );
     assert!(Path::new(&dir).join("latency.hlog").exists());
+}
+
+#[test]
+fn a_camera_lost_mid_session_ends_it_cleanly_with_outputs_off() {
+    let Some((mut camera, _lock)) = fake_camera("RFXLOST") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let rig = tmp.path().join("rig.toml");
+    // A trigger that holds channel 0 high while the nose is anywhere, so an output is on when the camera goes.
+    std::fs::write(
+        &rig,
+        "[source.aravis]\nwidth = 640\nheight = 480\npixel_format = \"Mono8\"\nfps = 100.0\ntimeout_ms = 500\n\n\
+         [[trigger]]\nname = \"anywhere\"\nkeypoint = \"nose\"\nzone = { shape = \"rect\", x0 = -1e6, y0 = -1e6, x1 = 1e6, y1 = 1e6 }\nunknown = \"false\"\nmin_score = 0.0\nchannel = 0\n",
+    )
+    .unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_reflex"))
+        .args(["run", "--config"])
+        .arg(&rig)
+        .args(["--source", "aravis:127.0.0.1", "--backend", "tract"])
+        .args(["--out", "s", "-q"])
+        .current_dir(tmp.path())
+        .env("RUST_BACKTRACE", "0")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run reflex");
+    // The session is streaming once frames reach frames.csv (the writer flushes every ~10 ms).
+    let dir = tmp.path().join("s");
+    let clock = MonotonicClock::new();
+    while std::fs::read_to_string(dir.join("frames.csv")).map_or(0, |t| t.lines().count()) < 20 {
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the session ended before streaming"
+        );
+        // A poll interval while the condition is re-read, not a guess at how long anything takes.
+        clock.sleep_until(clock.now_ns() + 10_000_000);
+    }
+    camera.kill();
+    let out = run.wait_with_output().expect("reflex ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("aravis camera `127.0.0.1`"), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["complete"], false, "{summary}");
+    assert!(
+        summary["error"]
+            .as_str()
+            .unwrap()
+            .contains("aravis camera `127.0.0.1`"),
+        "{summary}"
+    );
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = events
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line whole"))
+        .collect();
+    let high = lines
+        .iter()
+        .position(|e| e["command"] == "set_level" && e["high"] == true)
+        .expect("channel 0 went high while streaming");
+    let low = lines
+        .iter()
+        .rposition(|e| e["command"] == "set_level" && e["high"] == false)
+        .expect("channel 0 set low");
+    let all_off = lines
+        .iter()
+        .rposition(|e| e["command"] == "all_off")
+        .expect("all outputs off");
+    assert!(high < low && low < all_off, "{events}");
+    assert_eq!(lines[all_off]["shutdown"], true);
+    // poses.csv holds whole lines only, up to the loss.
+    let poses = std::fs::read_to_string(dir.join("poses.csv")).unwrap();
+    assert!(poses.ends_with('\n') && poses.lines().count() > 20);
 }
 
 #[test]
