@@ -111,7 +111,7 @@ pub fn check(path: &Path, keypoints: Option<&[String]>) -> anyhow::Result<Checke
             .calls
             .iter()
             .flat_map(|c| &c.actions)
-            .find_map(|a| action_channel(a).filter(|&c| c >= channels))
+            .find_map(|a| a.channel().filter(|&c| c >= channels))
     {
         return Err(anyhow!(
             "{file}: [script] {}: the dry run commands channel {channel}, which does not exist ({output} has channels 0..{})",
@@ -176,17 +176,6 @@ pub fn check_scripts(
         .map(Some)
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("{file}: [script] dry run of {path}"))
-}
-
-/// The output channel an action commands, if any.
-fn action_channel(action: &reflex_plugins::trigger::Action) -> Option<u8> {
-    use reflex_plugins::trigger::Action;
-    match *action {
-        Action::SetLevel { channel, .. }
-        | Action::Pulse { channel, .. }
-        | Action::PulseTrain { channel, .. } => Some(channel),
-        Action::Mark { .. } | Action::Recording { .. } => None,
-    }
 }
 
 /// `reflex check`: print the one-line summary, or fail with the error.

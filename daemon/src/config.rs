@@ -407,6 +407,10 @@ impl Config {
             .aravis
             .validate()
             .map_err(|e| err(None, e.to_string()))?;
+        if let Some(script) = &self.script {
+            let line = text.find("[script]").map(|at| line_of(text, at));
+            script.validate().map_err(|e| err(line, e))?;
+        }
         if let Some(listen) = &self.metrics.listen {
             crate::metrics::validate_listen(listen)
                 .map_err(|e| err(None, format!("metrics.listen: {e}")))?;
@@ -490,6 +494,22 @@ pub fn line_of(text: &str, at: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn script_limits_are_checked_when_the_config_is_read() {
+        let e = Config::parse(
+            "[output]\nheartbeat_ms = 10\n\n[script]\npath = \"p.lua\"\nmemory_mb = 0\n",
+            "rig.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rig.toml line 4: [script] memory_mb must be from 1 to 1024, got 0"
+        );
+        let e = Config::parse("[script]\npath = \"p.lua\"\nbudget = 0\n", "rig.toml").unwrap_err();
+        assert!(e.to_string().contains("budget must be at least 1"), "{e}");
+        assert!(Config::parse("[script]\npath = \"p.lua\"\n", "rig.toml").is_ok());
+    }
 
     #[test]
     fn embedded_default_parses_and_sections_match_rust_defaults() {

@@ -59,6 +59,13 @@ fn check_passes_the_examples() {
             "{name}: {out}"
         );
     }
+    let out = success(&reflex(&["check", "examples/catch_trials.toml"], &root));
+    assert!(
+        out.contains("script dry run")
+            && out
+                .contains("on_event (frame 5, trigger `zone_entry` active): 2 actions: PulseTrain"),
+        "{out}"
+    );
     let out = success(&reflex(
         &[
             "check",
@@ -295,4 +302,54 @@ fn replay_of_a_recorded_session_says_it_reproduced_the_live_events() {
     assert!(replays[0].join("events.jsonl").exists() && replays[0].join("summary.json").exists());
     let err = failure(&reflex(&["replay", "s", "--fps", "30"], tmp.path()));
     assert!(err.contains("--fps and --track are for pose CSVs"), "{err}");
+}
+
+#[test]
+fn check_names_each_script_mistake() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    write("ok.lua", "function on_frame(ctx, pose) end\n");
+    write(
+        "syntax.lua",
+        "function on_frame(ctx, pose)\n  if pose.nose.x > then end\nend\n",
+    );
+    write(
+        "channel.lua",
+        "function on_frame(ctx, pose) ctx:pulse(9, 100) end\n",
+    );
+    write("none.lua", "local x = 1\n");
+    let cases = [
+        (
+            "path = \"missing.lua\"\n",
+            "rig.toml: [script] path `missing.lua`: cannot read",
+        ),
+        (
+            "path = \"syntax.lua\"\n",
+            "syntax.lua:2: unexpected symbol near 'then' (in load)",
+        ),
+        (
+            "path = \"channel.lua\"\n",
+            "the dry run commands channel 9, which does not exist (simulated has channels 0..3)",
+        ),
+        (
+            "path = \"none.lua\"\n",
+            "defines neither on_frame nor on_event",
+        ),
+        (
+            "path = \"ok.lua\"\nmemory_mb = 0\n",
+            "rig.toml line 1: [script] memory_mb must be from 1 to 1024, got 0",
+        ),
+        (
+            "path = \"ok.lua\"\nbudgett = 5\n",
+            "rig.toml line 3: unknown field `budgett`",
+        ),
+    ];
+    for (script, want) in cases {
+        write("rig.toml", &format!("[script]\n{script}"));
+        let err = failure(&reflex(&["check", "rig.toml"], dir));
+        assert!(err.contains(want), "{script}: {err}");
+    }
+    write("rig.toml", "[script]\npath = \"ok.lua\"\n");
+    success(&reflex(&["check", "rig.toml"], dir));
 }

@@ -64,6 +64,19 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The output channel the action drives; `None` for marks and recording markers, which only go to the
+    /// event log.
+    pub const fn channel(&self) -> Option<u8> {
+        match *self {
+            Action::SetLevel { channel, .. }
+            | Action::Pulse { channel, .. }
+            | Action::PulseTrain { channel, .. } => Some(channel),
+            Action::Mark { .. } | Action::Recording { .. } => None,
+        }
+    }
+}
+
 /// A fixed-capacity list of [`Action`]s, inline so filling it never allocates.
 ///
 /// When full, [`ActionBuf::push`] refuses the action and counts it in

@@ -533,8 +533,18 @@ pub fn list_nodes(sys_root: &Path, dev_root: &Path) -> std::io::Result<Vec<Video
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A sysfs `class/video4linux` folder at `class` with one node per (node, name, index), as the kernel
+    /// lays them out (for the listing tests here and in `v4l2_stream`).
+    pub(crate) fn fake_sysfs(class: &Path, nodes: &[(&str, &str, &str)]) {
+        for (node, name, index) in nodes {
+            std::fs::create_dir_all(class.join(node)).unwrap();
+            std::fs::write(class.join(node).join("name"), format!("{name}\n")).unwrap();
+            std::fs::write(class.join(node).join("index"), format!("{index}\n")).unwrap();
+        }
+    }
 
     fn fps(n: u32) -> Fraction {
         Fraction { num: 1, den: n }
@@ -729,15 +739,14 @@ mod tests {
     fn nodes_are_listed_from_sysfs_in_number_order() {
         let tmp = tempfile::tempdir().unwrap();
         let class = tmp.path().join("sys/class/video4linux");
-        for (node, name, index) in [
-            ("video10", "Cam B", "0"),
-            ("video2", "HD Webcam", "0"),
-            ("video3", "HD Webcam", "1"),
-        ] {
-            std::fs::create_dir_all(class.join(node)).unwrap();
-            std::fs::write(class.join(node).join("name"), format!("{name}\n")).unwrap();
-            std::fs::write(class.join(node).join("index"), format!("{index}\n")).unwrap();
-        }
+        fake_sysfs(
+            &class,
+            &[
+                ("video10", "Cam B", "0"),
+                ("video2", "HD Webcam", "0"),
+                ("video3", "HD Webcam", "1"),
+            ],
+        );
         std::fs::create_dir_all(class.join("v4l-subdev0")).unwrap();
         let nodes = list_nodes(&tmp.path().join("sys"), Path::new("/dev")).unwrap();
         let got: Vec<(String, &str, u32)> = nodes

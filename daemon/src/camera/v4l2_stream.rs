@@ -2199,16 +2199,14 @@ mod tests {
     #[test]
     fn camera_lines_describe_each_node_from_the_sysfs_listing() {
         let tmp = tempfile::tempdir().unwrap();
-        let class = tmp.path().join("class/video4linux");
-        for (node, name, index) in [
-            ("video0", "HD Webcam", "0"),
-            ("video1", "HD Webcam", "1"),
-            ("video4", "Locked Cam", "0"),
-        ] {
-            std::fs::create_dir_all(class.join(node)).unwrap();
-            std::fs::write(class.join(node).join("name"), format!("{name}\n")).unwrap();
-            std::fs::write(class.join(node).join("index"), format!("{index}\n")).unwrap();
-        }
+        v4l2::tests::fake_sysfs(
+            &tmp.path().join("class/video4linux"),
+            &[
+                ("video0", "HD Webcam", "0"),
+                ("video1", "HD Webcam", "1"),
+                ("video4", "Locked Cam", "0"),
+            ],
+        );
         let nodes = v4l2::list_nodes(tmp.path(), std::path::Path::new("/dev")).unwrap();
         let webcam = vec![
             offer(b"YUYV", &[(640, 480), (1280, 720)], &[30, 15]),

@@ -226,6 +226,23 @@ pub struct ScriptConfig {
     pub params: BTreeMap<String, ParamValue>,
 }
 
+impl ScriptConfig {
+    /// Checks the limits: `memory_mb` in 1..=[`MAX_MEMORY_MB`], `budget` at least 1. The message names the
+    /// field (`[script] memory_mb must be from 1 to 1024, got 0`).
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_MEMORY_MB).contains(&self.memory_mb) {
+            return Err(format!(
+                "[script] memory_mb must be from 1 to {MAX_MEMORY_MB}, got {}",
+                self.memory_mb
+            ));
+        }
+        if self.budget == 0 {
+            return Err("[script] budget must be at least 1 instruction, got 0".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for ScriptConfig {
     /// An empty `path` (to be filled in) and every other field at its default.
     fn default() -> Self {
@@ -455,17 +472,7 @@ impl Script {
             call: Call::Load.name(),
             message,
         };
-        if !(1..=MAX_MEMORY_MB).contains(&config.memory_mb) {
-            return Err(error(format!(
-                "[script] memory_mb must be from 1 to {MAX_MEMORY_MB}, got {}",
-                config.memory_mb
-            )));
-        }
-        if config.budget == 0 {
-            return Err(error(
-                "[script] budget must be at least 1 instruction, got 0".into(),
-            ));
-        }
+        config.validate().map_err(error)?;
         if keypoints.len() > MAX_KEYPOINTS {
             return Err(error(format!(
                 "a pose has at most {MAX_KEYPOINTS} keypoints, but the model has {}",
