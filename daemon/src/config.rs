@@ -51,6 +51,88 @@ pub struct Config {
     /// The protocol script (Lua), run after the built-in triggers on every frame; none by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<reflex_plugins::script::ScriptConfig>,
+    /// Further cameras beside `[source]` (camera 0), `[[camera]]` tables: cameras 1, 2, … in file order. Each
+    /// runs on its own capture thread; its poses are estimated and recorded, on the one host clock. Spanned so
+    /// errors name their line.
+    #[serde(default, rename = "camera", skip_serializing_if = "Vec::is_empty")]
+    pub cameras: Vec<toml::Spanned<CameraConfig>>,
+}
+
+/// `[[camera]]`: one further camera. Shaped like `[source]` (`kind` and the source's own table), with a
+/// label and, optionally, its own pose model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraConfig {
+    /// A label for messages and `summary.json`, e.g. `side`; empty: `cameraN`.
+    pub name: String,
+    /// `synthetic`, `video`, `aravis` or `v4l2`, as `[source] kind`.
+    pub kind: String,
+    /// `[camera.synthetic]`.
+    pub synthetic: SyntheticConfig,
+    /// `[camera.video]`.
+    pub video: VideoConfig,
+    /// `[camera.aravis]`.
+    pub aravis: AravisConfig,
+    /// `[camera.v4l2]`.
+    pub v4l2: V4l2Config,
+    /// `[camera.model]`: this camera's own pose model (a whole `[model]` section); left out, it uses `[model]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelConfig>,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        Self::from_source(SourceConfig::default())
+    }
+}
+
+impl CameraConfig {
+    /// A camera with `source`'s kind and settings, no label and the rig's `[model]`.
+    pub fn from_source(source: SourceConfig) -> Self {
+        let SourceConfig {
+            kind,
+            synthetic,
+            video,
+            aravis,
+            v4l2,
+        } = source;
+        Self {
+            name: String::new(),
+            kind,
+            synthetic,
+            video,
+            aravis,
+            v4l2,
+            model: None,
+        }
+    }
+
+    /// Its settings, checked as `[source]` and `[model]` are; messages name `[camera.…]` sections.
+    fn validate(&self) -> Result<(), String> {
+        self.v4l2
+            .validate()
+            .map_err(|e| format!("[camera.v4l2] {e}"))?;
+        self.aravis
+            .validate()
+            .map_err(|e| for_camera(&e.to_string()))?;
+        if let Some(model) = &self.model {
+            model
+                .validate()
+                .map_err(|e| format!("[camera.model] {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Its source settings, as a `[source]` section.
+    pub fn source(&self) -> SourceConfig {
+        SourceConfig {
+            kind: self.kind.clone(),
+            synthetic: self.synthetic.clone(),
+            video: self.video.clone(),
+            aravis: self.aravis.clone(),
+            v4l2: self.v4l2.clone(),
+        }
+    }
 }
 
 /// `[source]`.
@@ -386,15 +468,6 @@ impl Config {
                 ),
             ));
         }
-        if self.model.threads == 0 || self.model.threads > 256 {
-            return Err(err(
-                None,
-                format!(
-                    "model.threads must be between 1 and 256, got {}",
-                    self.model.threads
-                ),
-            ));
-        }
         self.model
             .validate()
             .map_err(|e| err(None, format!("model.{e}")))?;
@@ -407,6 +480,27 @@ impl Config {
             .aravis
             .validate()
             .map_err(|e| err(None, e.to_string()))?;
+        for (i, camera) in self.cameras.iter().enumerate() {
+            let line = Some(line_of(text, camera.span().start));
+            let label = camera_label(i + 1, &camera.get_ref().name);
+            camera
+                .get_ref()
+                .validate()
+                .map_err(|e| err(line, format!("{label}: {e}")))?;
+        }
+        if self.cameras.len() > MAX_CAMERAS - 1 {
+            let line = self
+                .cameras
+                .get(MAX_CAMERAS - 1)
+                .map(|c| line_of(text, c.span().start));
+            return Err(err(
+                line,
+                format!(
+                    "{} [[camera]] tables: a rig has at most {MAX_CAMERAS} cameras, [source] included",
+                    self.cameras.len()
+                ),
+            ));
+        }
         if let Some(script) = &self.script {
             let line = text.find("[script]").map(|at| line_of(text, at));
             script.validate().map_err(|e| err(line, e))?;
@@ -482,6 +576,24 @@ impl Config {
     }
 }
 
+/// Cameras one rig may have, `[source]` included (camera ids fit the records' `u8`, and every camera
+/// shares one inference thread).
+pub const MAX_CAMERAS: usize = 16;
+
+/// How messages name camera `id`: `camera 1` or `camera 1 (side)`.
+pub fn camera_label(id: usize, name: &str) -> String {
+    if name.is_empty() {
+        format!("camera {id}")
+    } else {
+        format!("camera {id} ({name})")
+    }
+}
+
+/// A message about a `[source.…]` table, reworded for the same table of a `[[camera]]`.
+pub fn for_camera(message: &str) -> String {
+    message.replace("[source.", "[camera.")
+}
+
 /// 1-based line number of byte offset `at` in `text`.
 pub fn line_of(text: &str, at: usize) -> usize {
     text[..at.min(text.len())]
@@ -494,6 +606,60 @@ pub fn line_of(text: &str, at: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn further_cameras_are_read_in_order_with_their_lines() {
+        let text = "[source]\nkind = \"synthetic\"\n\n[[camera]]\nname = \"side\"\nkind = \"video\"\n[camera.video]\npath = \"side.mp4\"\nfps = \"max\"\n[camera.model]\npath = \"dlc_side\"\n\n[[camera]]\nkind = \"v4l2\"\n[camera.v4l2]\ndevice = \"/dev/video2\"\n";
+        let c = Config::parse(text, "rig.toml").unwrap();
+        assert_eq!(c.cameras.len(), 2);
+        let side = c.cameras[0].get_ref();
+        assert_eq!((side.name.as_str(), side.kind.as_str()), ("side", "video"));
+        assert_eq!(side.video.path, "side.mp4");
+        assert_eq!(side.video.fps, crate::camera::video::VideoRate::Max);
+        assert_eq!(side.model.as_ref().unwrap().path, "dlc_side");
+        let top = c.cameras[1].get_ref();
+        assert_eq!(top.source().v4l2.device, "/dev/video2");
+        assert!(top.model.is_none(), "no [camera.model]: the rig's [model]");
+        assert_eq!(line_of(text, c.cameras[1].span().start), 13);
+        // What a session records reads back the same.
+        let again = Config::parse(&c.to_toml(), "config.toml").unwrap();
+        assert_eq!(again.cameras.len(), 2);
+        assert_eq!(again.cameras[0].get_ref(), side);
+        assert_eq!(again.cameras[1].get_ref(), top);
+        assert!(
+            !Config::embedded().to_toml().contains("[[camera]]"),
+            "a one-camera rig records no camera tables"
+        );
+    }
+
+    #[test]
+    fn a_further_cameras_mistake_names_its_line_and_table() {
+        let e = Config::parse(
+            "[[camera]]\nkind = \"synthetic\"\n\n[[camera]]\nkind = \"aravis\"\n[camera.aravis]\nbuffers = 1\n",
+            "rig.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rig.toml line 4: camera 2: [camera.aravis] buffers: 1 is not in 2…64"
+        );
+        let e = Config::parse("[[camera]]\nname = \"side\"\nfsp = 30\n", "rig.toml").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("unknown field `fsp`"), "{e}");
+        let e = Config::parse(
+            "[[camera]]\nname = \"side\"\n[camera.model]\nthreads = 0\n",
+            "rig.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rig.toml line 1: camera 1 (side): [camera.model] threads must be between 1 and 256, got 0"
+        );
+        let many = "[[camera]]\n".repeat(MAX_CAMERAS);
+        let e = Config::parse(&many, "rig.toml").unwrap_err();
+        assert_eq!(e.line, Some(MAX_CAMERAS), "{e}");
+        assert!(e.message.contains("at most 16 cameras"), "{e}");
+    }
 
     #[test]
     fn script_limits_are_checked_when_the_config_is_read() {

@@ -70,6 +70,41 @@ impl Stage {
     }
 }
 
+/// What is measured of the frames of a further camera (`[[camera]]`): their way ends at their pose, since
+/// the triggers and the script see camera 0 only. Tags are `cameraN.<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum CameraStage {
+    /// Exposure → frame complete on the host.
+    Capture,
+    /// Frame complete → inference starts on it.
+    QueueInference,
+    /// Pre-processing, network and decoding.
+    Inference,
+    /// Exposure → the pose estimated.
+    ExposureToPose,
+}
+
+impl CameraStage {
+    /// Every stage, in the order of a frame's way.
+    pub const ALL: [CameraStage; 4] = [
+        CameraStage::Capture,
+        CameraStage::QueueInference,
+        CameraStage::Inference,
+        CameraStage::ExposureToPose,
+    ];
+
+    /// The stage's name (after `cameraN.` in tags and summary keys).
+    pub fn name(self) -> &'static str {
+        match self {
+            CameraStage::Capture => "capture",
+            CameraStage::QueueInference => "queue_inference",
+            CameraStage::Inference => "inference",
+            CameraStage::ExposureToPose => "exposure_to_pose",
+        }
+    }
+}
+
 /// Highest recordable latency: 10 s in ns (larger values saturate).
 const MAX_NS: u64 = 10_000_000_000;
 
@@ -78,10 +113,13 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_NS, 3).expect("static histogram bounds are valid")
 }
 
-/// One histogram per stage, covering one interval of the session.
+/// One histogram per stage, covering one interval of the session: the loop's [`Stage`]s, then the
+/// [`CameraStage`]s of each further camera.
 #[derive(Debug, Clone)]
 pub struct LatencySet {
     hists: Vec<Histogram<u64>>,
+    /// Further cameras (1, 2, …) measured beside the loop's camera 0.
+    cameras: usize,
     /// Host time (ns) at which this interval began.
     pub start_ns: u64,
     /// Host time (ns) at which this interval ended (set when handed over).
@@ -95,10 +133,17 @@ impl Default for LatencySet {
 }
 
 impl LatencySet {
-    /// Empty histograms for every stage (allocates; done before the loop starts).
+    /// Empty histograms for every stage of a one-camera rig (allocates; done before the loop starts).
     pub fn new() -> Self {
+        Self::with_cameras(0)
+    }
+
+    /// Empty histograms for every stage, and for the [`CameraStage`]s of `cameras` further cameras.
+    pub fn with_cameras(cameras: usize) -> Self {
+        let n = Stage::ALL.len() + cameras * CameraStage::ALL.len();
         Self {
-            hists: Stage::ALL.iter().map(|_| new_histogram()).collect(),
+            hists: (0..n).map(|_| new_histogram()).collect(),
+            cameras,
             start_ns: 0,
             end_ns: 0,
         }
@@ -107,6 +152,32 @@ impl LatencySet {
     /// Record one latency (ns) of `stage`; never allocates, saturates above 10 s.
     pub fn record(&mut self, stage: Stage, latency_ns: u64) {
         self.hists[stage as usize].saturating_record(latency_ns.max(1));
+    }
+
+    /// Record one latency (ns) of `stage` of further camera `camera` (1, 2, …); ignored for a camera this
+    /// set was not made for. Never allocates.
+    pub fn record_camera(&mut self, camera: usize, stage: CameraStage, latency_ns: u64) {
+        if (1..=self.cameras).contains(&camera) {
+            let i = Stage::ALL.len() + (camera - 1) * CameraStage::ALL.len() + stage as usize;
+            self.hists[i].saturating_record(latency_ns.max(1));
+        }
+    }
+
+    /// The tag of every histogram, in the order of [`LatencySet::histograms`]: stage names, then
+    /// `cameraN.<stage>` (allocates; for the writer, not the loop).
+    pub fn tags(&self) -> Vec<String> {
+        let loop_tags = Stage::ALL.iter().map(|s| s.name().to_string());
+        let camera_tags = (1..=self.cameras).flat_map(|c| {
+            CameraStage::ALL
+                .iter()
+                .map(move |s| format!("camera{c}.{}", s.name()))
+        });
+        loop_tags.chain(camera_tags).collect()
+    }
+
+    /// Every histogram, in the order of [`LatencySet::tags`].
+    pub fn histograms(&self) -> &[Histogram<u64>] {
+        &self.hists
     }
 
     /// The histogram of `stage`.
@@ -194,5 +265,21 @@ mod tests {
         a.reset(5);
         assert_eq!(a.get(Stage::Inference).len(), 0);
         assert_eq!(a.start_ns, 5);
+    }
+
+    #[test]
+    fn further_cameras_have_their_own_tagged_histograms() {
+        let mut set = LatencySet::with_cameras(2);
+        set.record_camera(2, CameraStage::Inference, 7_000);
+        set.record_camera(3, CameraStage::Inference, 1); // no camera 3: ignored
+        set.record_camera(0, CameraStage::Inference, 1); // camera 0 is the loop's: ignored
+        let tags = set.tags();
+        assert_eq!(tags.len(), set.histograms().len());
+        assert_eq!(tags[Stage::ALL.len()], "camera1.capture");
+        let at = tags.iter().position(|t| t == "camera2.inference").unwrap();
+        let counts: Vec<u64> = set.histograms().iter().map(|h| h.len()).collect();
+        assert_eq!(counts[at], 1);
+        assert_eq!(counts.iter().sum::<u64>(), 1);
+        assert_eq!(LatencySet::new().tags().len(), Stage::ALL.len());
     }
 }

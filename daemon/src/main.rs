@@ -83,8 +83,10 @@ struct RunArgs {
     /// own frame rate), `video:PATH@FPS` (another rate), `video:PATH@max` (as fast as it decodes), or a
     /// GenICam camera: `aravis:NAME` (Aravis's device id from `reflex devices`, a serial or IP address), or a
     /// V4L2 camera: `v4l:/dev/videoN` or `v4l:N` (size, rate and format from `[source.v4l2]`).
-    #[arg(long)]
-    source: Option<String>,
+    /// Given again, it adds cameras 1, 2, … (replacing the config's `[[camera]]` tables): each has its own
+    /// capture thread; triggers and the script see the first camera.
+    #[arg(long, value_name = "SOURCE")]
+    source: Vec<String>,
     /// Stop after this long: `10s`, `500ms`, `2m`, or seconds. Default 10s unless --frames is given.
     #[arg(long, value_parser = parse_duration_ns)]
     duration: Option<u64>,
@@ -202,11 +204,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             "embedded default".to_string(),
         ),
     };
-    if let Some(source) = args.source {
-        reflex_daemon::camera::apply_source_arg(&source, &mut config.source)?;
-    }
+    reflex_daemon::camera::apply_source_args(&args.source, &mut config)?;
     if let Some(backend) = args.backend {
         config.model.backend = backend;
+        for camera in &mut config.cameras {
+            if let Some(model) = &mut camera.get_mut().model {
+                model.backend = backend;
+            }
+        }
     }
     if let Some(listen) = args.metrics {
         config.metrics.listen = Some(listen);

@@ -19,7 +19,7 @@
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::Duration;
@@ -37,13 +37,13 @@ use crate::config::{Config, line_of};
 use crate::decision::{self, DecisionStep, FrameInput, Routed};
 use crate::device_clock::{self, DeviceClock, SYNC_EVERY_NS, SYNC_POLL_NS};
 use crate::inference::{self, PoseModel};
-use crate::latency::{LatencySet, Stage};
+use crate::latency::{CameraStage, LatencySet, Stage};
 use crate::metrics::{Live, LiveLatency, MetricsServer, SessionInfo};
 use crate::realtime;
 use crate::record::{
     EventRecord, PoseRecord, ScriptEvent, Stamps, TruthRecord, frame_tag, tag_frame,
 };
-use crate::session::{self, FrameCounts, Summary, WriterInputs};
+use crate::session::{self, CameraSummary, FrameCounts, Summary, WriterInputs};
 use reflex_plugins::script::OnScriptError;
 
 /// Counters and flags shared by the loop threads, the writer and the caller. Atomics only on the loop's side.
@@ -54,16 +54,10 @@ pub struct Shared {
     pub clock: SharedClock,
     /// When the session started, on `clock` (ns); interval-log timestamps and the duration count from here.
     pub start_ns: u64,
-    /// Frames delivered by the source.
-    pub captured: AtomicU64,
-    /// Frames the source skipped.
-    pub source_skipped: AtomicU64,
-    /// Frames replaced in the capture → inference slot before inference took them.
-    pub stale: AtomicU64,
-    /// Poses refused by a full inference → actuation ring.
-    pub actuation_full: AtomicU64,
-    /// Frames through the whole loop.
-    pub processed: AtomicU64,
+    /// Frame counts of each camera, camera 0 (the loop's) first.
+    pub cameras: Box<[CameraCounters]>,
+    /// Capture threads still running; the last one to end sets `capture_done`.
+    captures_running: AtomicUsize,
     /// Records lost to a full writer ring (reported loudly; should stay 0).
     pub records_lost: AtomicU64,
     /// Errors the output device reported (e.g. its watchdog expired because the host went silent).
@@ -72,7 +66,7 @@ pub struct Shared {
     pub actions_dropped: AtomicU64,
     /// The loop threads run with real-time (FIFO) priority.
     pub realtime: AtomicBool,
-    /// Capture thread has finished.
+    /// Every capture thread has finished.
     pub capture_done: AtomicBool,
     /// Inference thread has finished.
     pub inference_done: AtomicBool,
@@ -88,17 +82,48 @@ pub struct Shared {
     notices: Mutex<Vec<String>>,
 }
 
+/// Frame counters of one camera, written by its capture thread and the inference and actuation threads.
+#[derive(Debug, Default)]
+pub struct CameraCounters {
+    /// Frames delivered by the source.
+    pub captured: AtomicU64,
+    /// Frames the source skipped.
+    pub source_skipped: AtomicU64,
+    /// Frames replaced in the capture → inference slot before inference took them.
+    pub stale: AtomicU64,
+    /// Poses refused by a full inference → actuation ring.
+    pub actuation_full: AtomicU64,
+    /// Frames through the whole loop (camera 0), or estimated and recorded (further cameras).
+    pub processed: AtomicU64,
+}
+
+impl CameraCounters {
+    /// The counts so far.
+    pub fn counts(&self) -> FrameCounts {
+        let source_skipped = self.source_skipped.load(Ordering::Relaxed);
+        let stale = self.stale.load(Ordering::Relaxed);
+        let actuation_full = self.actuation_full.load(Ordering::Relaxed);
+        FrameCounts {
+            captured: self.captured.load(Ordering::Relaxed),
+            processed: self.processed.load(Ordering::Relaxed),
+            dropped: source_skipped + stale + actuation_full,
+            source_skipped,
+            stale,
+            actuation_full,
+        }
+    }
+}
+
 impl Shared {
-    fn new(clock: SharedClock, live: Arc<Live>) -> Self {
+    fn new(clock: SharedClock, live: Arc<Live>, cameras: usize) -> Self {
         Self {
             stop: AtomicBool::new(false),
             start_ns: clock.now_ns(),
             clock,
-            captured: AtomicU64::new(0),
-            source_skipped: AtomicU64::new(0),
-            stale: AtomicU64::new(0),
-            actuation_full: AtomicU64::new(0),
-            processed: AtomicU64::new(0),
+            cameras: (0..cameras.max(1))
+                .map(|_| CameraCounters::default())
+                .collect(),
+            captures_running: AtomicUsize::new(cameras.max(1)),
             records_lost: AtomicU64::new(0),
             device_errors: AtomicU64::new(0),
             actions_dropped: AtomicU64::new(0),
@@ -145,19 +170,17 @@ impl Shared {
         self.error.lock().ok().and_then(|e| e.clone())
     }
 
-    /// Frame counts so far.
+    /// Frame counts so far of camera 0, the one that drives the loop.
     pub fn counts(&self) -> FrameCounts {
-        let source_skipped = self.source_skipped.load(Ordering::Relaxed);
-        let stale = self.stale.load(Ordering::Relaxed);
-        let actuation_full = self.actuation_full.load(Ordering::Relaxed);
-        FrameCounts {
-            captured: self.captured.load(Ordering::Relaxed),
-            processed: self.processed.load(Ordering::Relaxed),
-            dropped: source_skipped + stale + actuation_full,
-            source_skipped,
-            stale,
-            actuation_full,
-        }
+        self.camera_counts(0)
+    }
+
+    /// Frame counts so far of `camera` (zeros for a camera the session does not have).
+    pub fn camera_counts(&self, camera: usize) -> FrameCounts {
+        self.cameras
+            .get(camera)
+            .map(CameraCounters::counts)
+            .unwrap_or_default()
     }
 }
 
@@ -232,6 +255,7 @@ pub struct Report {
 /// A pose on its way from inference to actuation.
 #[derive(Debug, Clone, Copy)]
 struct PoseMsg {
+    camera: u8,
     frame: u64,
     stamps: Stamps,
     pose: Pose,
@@ -261,6 +285,7 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
     })?;
     let keypoints: Vec<String> = model.keypoints().to_vec();
     let names: Vec<&str> = keypoints.iter().map(String::as_str).collect();
+    let extras = open_further_cameras(&mut opts, &clock)?;
 
     // Predict → trigger → actions: the step `reflex replay` runs on recorded poses too.
     let decide = DecisionStep::from_config(&config, &opts.config_text, &opts.config_file, &names)?;
@@ -334,8 +359,8 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
     std::fs::write(dir.join(session::files::CONFIG), saved.to_toml())
         .with_context(|| format!("writing {}", dir.join(session::files::CONFIG).display()))?;
 
-    let shared = Arc::new(Shared::new(Arc::clone(&clock), live));
-    let fps = source.info().fps;
+    let shared = Arc::new(Shared::new(Arc::clone(&clock), live, 1 + extras.len()));
+    let fps = source.info().fps + extras.iter().map(|e| e.source.info().fps).sum::<f64>();
     // Enough for 4 s of the configured rate: the writer drains every ~10 ms, so this never fills unless the
     // disk stalls for seconds, and then it is counted and reported.
     let ring = ((fps * 4.0) as usize).max(1024);
@@ -345,15 +370,39 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
     let (lat_full_tx, lat_full_rx) = rtrb::RingBuffer::<Box<LatencySet>>::new(4);
     let (mut lat_empty_tx, lat_empty_rx) = rtrb::RingBuffer::<Box<LatencySet>>::new(4);
     for _ in 0..3 {
-        let _ = lat_empty_tx.push(Box::new(LatencySet::new()));
+        let _ = lat_empty_tx.push(Box::new(LatencySet::with_cameras(extras.len())));
     }
-    let (pose_tx, pose_rx) = rtrb::RingBuffer::<PoseMsg>::new(4);
+    // Room for a pose of every camera besides a few of camera 0's.
+    let (pose_tx, pose_rx) = rtrb::RingBuffer::<PoseMsg>::new(4 + extras.len());
     let (slot_in, slot_out) = triple_buffer::triple_buffer(&Frame::for_source(source.info()));
+    let mut cameras = vec![CameraSummary {
+        camera: 0,
+        name: String::new(),
+        source: source.info().name.clone(),
+        size: [source.info().width, source.info().height],
+        fps: source.info().fps,
+        dir: ".".into(),
+        frames: FrameCounts::default(),
+    }];
+    cameras.extend(extras.iter().enumerate().map(|(i, e)| CameraSummary {
+        camera: (i + 1) as u8,
+        name: e.name.clone(),
+        source: e.source.info().name.clone(),
+        size: [e.source.info().width, e.source.info().height],
+        fps: e.source.info().fps,
+        dir: session::files::camera_dir(i + 1),
+        frames: FrameCounts::default(),
+    }));
 
     let writer = {
         let inputs = WriterInputs {
             dir: dir.clone(),
             keypoints: keypoints.clone(),
+            cameras,
+            camera_keypoints: extras
+                .iter()
+                .map(|e| e.model.keypoints().to_vec())
+                .collect(),
             truth_keypoints: source
                 .truth_keypoints()
                 .iter()
@@ -425,7 +474,7 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
             events: events_tx,
             lat_full: lat_full_tx,
             lat_empty: lat_empty_rx,
-            latency: Box::new(LatencySet::new()),
+            latency: Box::new(LatencySet::with_cameras(extras.len())),
             heartbeat_ns: u64::from(config.output.heartbeat_ms) * 1_000_000,
             in_flight: [InFlight::default(); IN_FLIGHT],
             device_clock: DeviceClock::default(),
@@ -436,39 +485,82 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
         spawn("reflex-actuation", move || stage.run())?
     };
 
+    // One slot per further camera; camera 0's is made above.
+    let mut slots_in = vec![(slot_in, Some(truth_tx))];
+    let mut infer_cameras = vec![InferenceCamera {
+        slot: slot_out,
+        pose: Pose::new(keypoints.len()),
+        model: Box::new(model),
+    }];
+    let mut sources = vec![(source, String::new())];
+    for (i, extra) in extras.into_iter().enumerate() {
+        let mut first = Frame::for_source(extra.source.info());
+        first.camera = (i + 1) as u8;
+        let (slot_in, slot_out) = triple_buffer::triple_buffer(&first);
+        slots_in.push((slot_in, None));
+        infer_cameras.push(InferenceCamera {
+            slot: slot_out,
+            pose: Pose::new(extra.model.keypoints().len()),
+            model: Box::new(extra.model),
+        });
+        sources.push((extra.source, extra.label));
+    }
+
     let inference = {
         let stage = Inference {
-            model: Box::new(model),
-            slot: slot_out,
+            cameras: infer_cameras,
+            next: 0,
             poses: pose_tx,
             clock: Arc::clone(&clock),
             shared: Arc::clone(&shared),
             actuation: actuation.thread().clone(),
-            pose: Pose::new(keypoints.len()),
         };
         spawn("reflex-inference", move || stage.run())?
     };
 
-    let capture = {
+    let mut captures = Vec::with_capacity(sources.len());
+    for (i, ((source, label), (slot, truth))) in sources.into_iter().zip(slots_in).enumerate() {
         let stage = Capture {
+            camera: i as u8,
+            label,
             source: Box::new(source),
-            slot: slot_in,
-            truth: truth_tx,
+            slot,
+            truth,
             shared: Arc::clone(&shared),
             inference: inference.thread().clone(),
-            max_frames: opts.max_frames,
+            max_frames: opts.max_frames.filter(|_| i == 0),
         };
-        spawn("reflex-capture", move || stage.run())?
-    };
+        let name = if i == 0 {
+            "reflex-capture".to_string()
+        } else {
+            format!("reflex-capture-{i}")
+        };
+        match spawn(&name, move || stage.run()) {
+            Ok(handle) => captures.push(handle),
+            Err(e) => {
+                // The threads started so far end with the session; their cameras are counted as done.
+                shared.fail(format!("{e:#}"));
+                for _ in captures.len()..shared.cameras.len() {
+                    Capture::finished(&shared);
+                }
+                inference.thread().unpark();
+                break;
+            }
+        }
+    }
 
     if config.realtime.enabled {
         use std::os::unix::thread::JoinHandleExt;
         let rt = &config.realtime;
-        let threads = [
+        let mut threads = vec![
             (actuation.as_pthread_t(), rt.actuation_priority),
-            (capture.as_pthread_t(), rt.capture_priority),
             (inference.as_pthread_t(), rt.inference_priority),
         ];
+        threads.extend(
+            captures
+                .iter()
+                .map(|c| (c.as_pthread_t(), rt.capture_priority)),
+        );
         let refused = threads
             .iter()
             .find_map(|&(t, p)| realtime::promote(t, p).err());
@@ -522,11 +614,12 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
         clock.sleep_until(clock.now_ns() + 5_000_000);
     }
 
-    let joined = [
-        capture.join().map_err(|_| "capture thread panicked"),
-        inference.join().map_err(|_| "inference thread panicked"),
-        actuation.join().map_err(|_| "actuation thread panicked"),
-    ];
+    let mut joined: Vec<Result<(), &str>> = captures
+        .into_iter()
+        .map(|c| c.join().map_err(|_| "capture thread panicked"))
+        .collect();
+    joined.push(inference.join().map_err(|_| "inference thread panicked"));
+    joined.push(actuation.join().map_err(|_| "actuation thread panicked"));
     for r in joined {
         if let Err(e) = r {
             shared.fail(e.to_string());
@@ -575,27 +668,99 @@ pub fn open_source(
     config_file: &str,
     clock: &SharedClock,
 ) -> anyhow::Result<Source> {
-    match config.source.kind.as_str() {
-        "synthetic" => Ok(Source::Synthetic(
-            SyntheticCamera::new(&config.source.synthetic, Arc::clone(clock))
-                .with_context(|| format!("{config_file}: [source.synthetic]"))?,
-        )),
-        "video" => Ok(Source::Video(
-            VideoSource::open(&config.source.video, Arc::clone(clock))
-                .with_context(|| format!("{config_file}: [source.video]"))?,
-        )),
-        "aravis" => Ok(Source::Aravis(
-            crate::camera::aravis::AravisSource::open(&config.source.aravis, Arc::clone(clock))
-                .with_context(|| format!("{config_file}: [source.aravis]"))?,
-        )),
-        "v4l2" => Ok(Source::V4l2(
-            crate::camera::v4l2_stream::V4l2Source::open(&config.source.v4l2, Arc::clone(clock))
-                .with_context(|| format!("{config_file}: [source.v4l2]"))?,
-        )),
-        other => Err(anyhow!(
-            "unknown frame source `{other}` (this build has: synthetic, video:PATH[@FPS|@max], aravis:NAME, v4l:/dev/videoN)"
-        )),
+    open_kind(&config.source, clock)
+        .map_err(|(table, e)| anyhow!("{e}").context(format!("{config_file}: [source{table}]")))
+}
+
+/// Opens `source`'s kind; an error comes with the table it concerns (`.video`, or empty for `kind`).
+fn open_kind(
+    source: &crate::config::SourceConfig,
+    clock: &SharedClock,
+) -> Result<Source, (&'static str, String)> {
+    let clock = Arc::clone(clock);
+    let opened = match source.kind.as_str() {
+        "synthetic" => SyntheticCamera::new(&source.synthetic, clock)
+            .map(Source::Synthetic)
+            .map_err(|e| (".synthetic", e)),
+        "video" => VideoSource::open(&source.video, clock)
+            .map(Source::Video)
+            .map_err(|e| (".video", e)),
+        "aravis" => crate::camera::aravis::AravisSource::open(&source.aravis, clock)
+            .map(Source::Aravis)
+            .map_err(|e| (".aravis", e)),
+        "v4l2" => crate::camera::v4l2_stream::V4l2Source::open(&source.v4l2, clock)
+            .map(Source::V4l2)
+            .map_err(|e| (".v4l2", e)),
+        other => {
+            return Err((
+                "",
+                format!(
+                    "unknown frame source `{other}` (this build has: synthetic, video:PATH[@FPS|@max], aravis:NAME, v4l:/dev/videoN)"
+                ),
+            ));
+        }
+    };
+    opened.map_err(|(table, e)| (table, e.to_string()))
+}
+
+/// A further camera (`[[camera]]`), opened and its model ready for its frames, before the loop starts.
+struct FurtherCamera {
+    /// `[[camera]] name`.
+    name: String,
+    /// How errors name it: `camera 1 (side)`.
+    label: String,
+    source: Source,
+    model: inference::Model,
+}
+
+/// Opens every `[[camera]]` with its model (its own `[camera.model]`, else `[model]`) prepared for its frames;
+/// errors name the file, the camera's line and the table.
+fn open_further_cameras(
+    opts: &mut RunOptions,
+    clock: &SharedClock,
+) -> anyhow::Result<Vec<FurtherCamera>> {
+    let (config, text, config_file) = (&opts.config, &opts.config_text, &opts.config_file);
+    let notice = &mut *opts.notice;
+    let mut opened = Vec::with_capacity(config.cameras.len());
+    for (i, spanned) in config.cameras.iter().enumerate() {
+        let camera = spanned.get_ref();
+        let label = crate::config::camera_label(i + 1, &camera.name);
+        // A camera given with --source has no line in the file.
+        let at = if spanned.span().is_empty() {
+            label.clone()
+        } else {
+            format!(
+                "{config_file} line {}: {label}",
+                line_of(text, spanned.span().start)
+            )
+        };
+        let source = open_kind(&camera.source(), clock).map_err(|(table, e)| {
+            anyhow!("{}", crate::config::for_camera(&e)).context(format!("{at}: [camera{table}]"))
+        })?;
+        let model_config = camera.model.as_ref().unwrap_or(&config.model);
+        let mut model = inference::load(model_config, notice)
+            .with_context(|| format!("{at}: loading the pose model `{}`", model_config.path))?;
+        let info = source.info();
+        model
+            .prepare(info.width, info.height, info.format)
+            .with_context(|| {
+                format!(
+                    "{at}: preparing the pose model `{}` for {}x{} frames",
+                    model_config.path, info.width, info.height
+                )
+            })?;
+        notice(format!(
+            "{label}: {} {}x{} at {} frames/s, model `{}`",
+            info.name, info.width, info.height, info.fps, model_config.path
+        ));
+        opened.push(FurtherCamera {
+            name: camera.name.clone(),
+            label,
+            source,
+            model,
+        });
     }
+    Ok(opened)
 }
 
 fn spawn<T: Send + 'static>(
@@ -614,9 +779,14 @@ fn wait(timeout: Duration) {
 }
 
 struct Capture {
+    /// 0 for `[source]`, 1, 2, … for `[[camera]]` tables.
+    camera: u8,
+    /// How errors name a further camera (`camera 1 (side)`); empty for camera 0.
+    label: String,
     source: Box<dyn FrameSource>,
     slot: triple_buffer::Input<Frame>,
-    truth: rtrb::Producer<TruthRecord>,
+    /// Ground truth goes to the writer for camera 0 only.
+    truth: Option<rtrb::Producer<TruthRecord>>,
     shared: Arc<Shared>,
     inference: Thread,
     max_frames: Option<u64>,
@@ -624,10 +794,41 @@ struct Capture {
 
 impl Capture {
     fn run(mut self) {
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.run_loop()));
+        if result.is_err() {
+            self.shared.fail(format!(
+                "capture thread of {} panicked",
+                self.name_for_errors()
+            ));
+        }
+        // Every camera ends the session together: one that stops (end of file, an error) stops the others.
+        self.shared.stop.store(true, Ordering::Release);
+        Self::finished(&self.shared);
+        self.inference.unpark();
+    }
+
+    /// Counts one capture thread as ended; the last one marks capture done.
+    fn finished(shared: &Shared) {
+        if shared.captures_running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            shared.capture_done.store(true, Ordering::Release);
+        }
+    }
+
+    /// `camera `NAME`` for camera 0 (as a one-camera rig always said), `camera 1 (side) `NAME`` otherwise.
+    fn name_for_errors(&self) -> String {
+        if self.camera == 0 {
+            format!("camera `{}`", self.source.info().name)
+        } else {
+            format!("{} `{}`", self.label, self.source.info().name)
+        }
+    }
+
+    fn run_loop(&mut self) {
+        let counters = &self.shared.cameras[usize::from(self.camera)];
         while !self.shared.stop.load(Ordering::Acquire) {
             if self
                 .max_frames
-                .is_some_and(|n| self.shared.captured.load(Ordering::Relaxed) >= n)
+                .is_some_and(|n| counters.captured.load(Ordering::Relaxed) >= n)
             {
                 break;
             }
@@ -636,72 +837,104 @@ impl Capture {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
-                    self.shared
-                        .fail(format!("camera `{}`: {e}", self.source.info().name));
+                    let mut message = format!("{}: {e}", self.name_for_errors());
+                    if self.camera != 0 {
+                        message = crate::config::for_camera(&message);
+                    }
+                    self.shared.fail(message);
                     break;
                 }
             }
-            if !frame.truth.is_empty() {
+            frame.camera = self.camera;
+            if let Some(truth) = self.truth.as_mut()
+                && !frame.truth.is_empty()
+            {
                 let rec = TruthRecord {
                     frame: frame.id,
                     exposure_ns: frame.t_exposure_ns,
                     truth: frame.truth,
                 };
-                if self.truth.push(rec).is_err() {
+                if truth.push(rec).is_err() {
                     self.shared.records_lost.fetch_add(1, Ordering::Relaxed);
                 }
             }
             // `publish` tells, atomically, whether it replaced a frame inference never took: that one is stale.
             if self.slot.publish() {
-                self.shared.stale.fetch_add(1, Ordering::Relaxed);
+                counters.stale.fetch_add(1, Ordering::Relaxed);
             }
-            self.shared.captured.fetch_add(1, Ordering::Relaxed);
-            self.shared
+            counters.captured.fetch_add(1, Ordering::Relaxed);
+            counters
                 .source_skipped
                 .store(self.source.skipped(), Ordering::Relaxed);
             self.inference.unpark();
         }
-        self.shared.capture_done.store(true, Ordering::Release);
-        self.inference.unpark();
     }
 }
 
-struct Inference {
-    model: Box<dyn PoseModel>,
+/// One camera as the inference thread sees it: its slot, its model, its pose buffer.
+struct InferenceCamera {
     slot: triple_buffer::Output<Frame>,
+    model: Box<dyn PoseModel>,
+    pose: Pose,
+}
+
+struct Inference {
+    /// Camera 0 first.
+    cameras: Vec<InferenceCamera>,
+    /// The camera to look at first next time (round robin, so every camera gets its turn).
+    next: usize,
     poses: rtrb::Producer<PoseMsg>,
     clock: SharedClock,
     shared: Arc<Shared>,
     actuation: Thread,
-    pose: Pose,
 }
 
 impl Inference {
+    /// The next camera, in turn, with a frame inference has not seen; its newest frame is now readable.
+    fn take_next(&mut self) -> Option<usize> {
+        let n = self.cameras.len();
+        let i = (0..n)
+            .map(|k| (self.next + k) % n)
+            .find(|&i| self.cameras[i].slot.update())?;
+        self.next = (i + 1) % n;
+        Some(i)
+    }
+
     fn run(mut self) {
         loop {
-            if !self.slot.update() {
+            let i = match self.take_next() {
+                Some(i) => i,
                 // Check "capture done" before looking again, so a frame published just before it is not lost.
-                if self.shared.capture_done.load(Ordering::Acquire) {
-                    if !self.slot.update() {
-                        break;
+                None if self.shared.capture_done.load(Ordering::Acquire) => {
+                    match self.take_next() {
+                        Some(i) => i,
+                        None => break,
                     }
-                } else {
+                }
+                None => {
                     wait(Duration::from_millis(5));
                     continue;
                 }
-            }
-            let frame = self.slot.output_buffer();
+            };
+            let camera = &mut self.cameras[i];
+            let frame = camera.slot.output_buffer();
             let infer_start_ns = self.clock.now_ns();
             let probe = PROBES.get();
             probe.inspect(|p| (p.inference)(true));
-            let estimated = self.model.estimate(frame, &mut self.pose);
+            let estimated = camera.model.estimate(frame, &mut camera.pose);
             probe.inspect(|p| (p.inference)(false));
             if let Err(e) = estimated {
+                let at = if frame.camera == 0 {
+                    String::new()
+                } else {
+                    format!("camera {} ", frame.camera)
+                };
                 self.shared
-                    .fail(format!("inference on frame {}: {e}", frame.id));
+                    .fail(format!("inference on {at}frame {}: {e}", frame.id));
                 break;
             }
             let msg = PoseMsg {
+                camera: frame.camera,
                 frame: frame.id,
                 stamps: Stamps {
                     exposure_ns: frame.t_exposure_ns,
@@ -710,10 +943,12 @@ impl Inference {
                     infer_end_ns: self.clock.now_ns(),
                     ..Stamps::default()
                 },
-                pose: self.pose,
+                pose: camera.pose,
             };
             if self.poses.push(msg).is_err() {
-                self.shared.actuation_full.fetch_add(1, Ordering::Relaxed);
+                self.shared.cameras[i]
+                    .actuation_full
+                    .fetch_add(1, Ordering::Relaxed);
             }
             self.actuation.unpark();
         }
@@ -853,8 +1088,13 @@ impl Actuation {
         }
     }
 
-    /// One frame: predict, decide, command. No allocation, no blocking.
+    /// One frame: predict, decide, command. No allocation, no blocking. A further camera's pose is recorded
+    /// with its latency and goes no further.
     fn process(&mut self, msg: PoseMsg) -> Result<(), String> {
+        if msg.camera != 0 {
+            self.record_further_camera(msg);
+            return Ok(());
+        }
         let mut stamps = msg.stamps;
         stamps.actuation_ns = self.clock.now_ns();
         let input = FrameInput {
@@ -932,6 +1172,7 @@ impl Actuation {
         lat.record(Stage::OutsideInference, e2e.saturating_sub(inference_ns));
 
         let rec = PoseRecord {
+            camera: 0,
             frame: msg.frame,
             stamps,
             target_ns,
@@ -939,8 +1180,49 @@ impl Actuation {
             predicted: *self.decide.predicted(),
         };
         push_or_count(&mut self.poses_out, rec, &self.shared);
-        self.shared.processed.fetch_add(1, Ordering::Relaxed);
+        self.shared.cameras[0]
+            .processed
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// A further camera's pose: its stages into its own histograms, its record to the writer.
+    fn record_further_camera(&mut self, msg: PoseMsg) {
+        let s = msg.stamps;
+        let camera = usize::from(msg.camera);
+        let lat = &mut self.latency;
+        lat.record_camera(
+            camera,
+            CameraStage::Capture,
+            s.capture_ns.saturating_sub(s.exposure_ns),
+        );
+        lat.record_camera(
+            camera,
+            CameraStage::QueueInference,
+            s.infer_start_ns.saturating_sub(s.capture_ns),
+        );
+        lat.record_camera(
+            camera,
+            CameraStage::Inference,
+            s.infer_end_ns.saturating_sub(s.infer_start_ns),
+        );
+        lat.record_camera(
+            camera,
+            CameraStage::ExposureToPose,
+            s.infer_end_ns.saturating_sub(s.exposure_ns),
+        );
+        let rec = PoseRecord {
+            camera: msg.camera,
+            frame: msg.frame,
+            stamps: s,
+            target_ns: 0,
+            measured: msg.pose,
+            predicted: msg.pose,
+        };
+        push_or_count(&mut self.poses_out, rec, &self.shared);
+        if let Some(counters) = self.shared.cameras.get(camera) {
+            counters.processed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Hot reload, between two frames: swap in a new script version from the watcher (the old one's rest

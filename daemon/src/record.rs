@@ -35,9 +35,12 @@ pub struct Stamps {
     pub written_ns: u64,
 }
 
-/// One processed frame: measured and predicted pose with its stamps (`poses.csv`).
+/// One processed frame: measured and predicted pose with its stamps (`poses.csv`; a further camera's in
+/// `cameraN/poses.csv`, measured only).
 #[derive(Debug, Clone, Copy)]
 pub struct PoseRecord {
+    /// The camera: 0 for `[source]`, which drives the loop; 1, 2, … for `[[camera]]` tables.
+    pub camera: u8,
     /// Frame id from the source.
     pub frame: u64,
     /// The frame's stamps.

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::latency::{Quantiles, Stage};
+use crate::latency::{CameraStage, Quantiles, Stage};
 use crate::pipeline::Status;
 use crate::session::Summary;
 
@@ -84,6 +84,27 @@ pub fn terminal_width() -> usize {
     }
 }
 
+/// One row of the latency table: `key`'s quantiles in `summary`, labelled `label`; nothing when it has none.
+fn quantile_row(out: &mut String, summary: &Summary, key: &str, label: &str) {
+    let Some(q): Option<&Quantiles> = summary.latency_ns.get(key) else {
+        return;
+    };
+    if q.count == 0 {
+        let _ = writeln!(out, "{label:<20} {:>8} {:>9}", 0, "-");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{label:<20} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        q.count,
+        ms(q.p50),
+        ms(q.p90),
+        ms(q.p99),
+        ms(q.p999),
+        ms(q.max)
+    );
+}
+
 /// The end-of-session table: p50 / p90 / p99 / p99.9 / max per stage and end to end, in ms.
 pub fn latency_table(summary: &Summary) -> String {
     let mut out = String::new();
@@ -107,24 +128,31 @@ pub fn latency_table(summary: &Summary) -> String {
         "stage (ms)", "count", "p50", "p90", "p99", "p99.9", "max"
     );
     for stage in Stage::ALL {
-        let Some(q): Option<&Quantiles> = summary.latency_ns.get(stage.name()) else {
-            continue;
-        };
-        if q.count == 0 {
-            let _ = writeln!(out, "{:<20} {:>8} {:>9}", stage.name(), 0, "-");
-            continue;
-        }
+        quantile_row(&mut out, summary, stage.name(), stage.name());
+    }
+    // Further cameras: their counts and their stages up to the pose.
+    for camera in summary.cameras.iter().filter(|c| c.camera > 0) {
+        let f = &camera.frames;
         let _ = writeln!(
             out,
-            "{:<20} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            stage.name(),
-            q.count,
-            ms(q.p50),
-            ms(q.p90),
-            ms(q.p99),
-            ms(q.p999),
-            ms(q.max)
+            "{} `{}` {}x{} at {} frames/s, in {}/: captured {}  estimated {}  dropped {} (source skipped {}, stale {}, actuation full {})",
+            crate::config::camera_label(usize::from(camera.camera), &camera.name),
+            camera.source,
+            camera.size[0],
+            camera.size[1],
+            camera.fps,
+            camera.dir,
+            f.captured,
+            f.processed,
+            f.dropped,
+            f.source_skipped,
+            f.stale,
+            f.actuation_full
         );
+        for stage in CameraStage::ALL {
+            let key = format!("camera{}.{}", camera.camera, stage.name());
+            quantile_row(&mut out, summary, &key, &format!("  {}", stage.name()));
+        }
     }
     if summary.device_errors > 0 {
         let _ = writeln!(

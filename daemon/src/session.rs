@@ -18,7 +18,7 @@ use reflex_firmware_bridge::OutputCommand;
 use reflex_plugins::pose::Pose;
 use serde::{Deserialize, Serialize};
 
-use crate::latency::{LatencySet, Quantiles, Stage};
+use crate::latency::{LatencySet, Quantiles};
 use crate::metrics::{LiveLatency, LiveSnapshot};
 use crate::pipeline::Shared;
 use crate::record::{EventRecord, PoseRecord, TruthRecord};
@@ -39,6 +39,30 @@ pub mod files {
     pub const SUMMARY: &str = "summary.json";
     /// True keypoints of every captured frame (synthetic camera only).
     pub const GROUND_TRUTH: &str = "ground_truth.csv";
+    /// The folder of further camera `n` (1, 2, …): its own `poses.csv` (measured only) and `frames.csv`
+    /// (stamps up to the pose).
+    pub fn camera_dir(n: usize) -> String {
+        format!("camera{n}")
+    }
+}
+
+/// One camera of the session, as `summary.json` lists it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CameraSummary {
+    /// 0 for `[source]` (drives the loop); 1, 2, … for `[[camera]]` tables.
+    pub camera: u8,
+    /// Its label (`[[camera]] name`), empty when none.
+    pub name: String,
+    /// The frame source.
+    pub source: String,
+    /// Frame width and height (px).
+    pub size: [u32; 2],
+    /// Nominal frame rate (frames/s).
+    pub fps: f64,
+    /// Where its files are in the session folder (`.` for camera 0).
+    pub dir: String,
+    /// Its frame counts (`dropped` and its parts as for the session's `frames`).
+    pub frames: FrameCounts,
 }
 
 /// Frame counts of a session.
@@ -86,8 +110,12 @@ pub struct Summary {
     /// times in `frames.csv` and `events.jsonl` are on this clock (0 in sessions recorded before it was kept).
     #[serde(default)]
     pub start_ns: u64,
-    /// The frame source.
+    /// The frame source (camera 0's).
     pub source: String,
+    /// Every camera, camera 0 first (its counts are `frames`); empty in sessions recorded before they were
+    /// listed.
+    #[serde(default)]
+    pub cameras: Vec<CameraSummary>,
     /// Whether the session ended normally (`false` while running or after an error).
     pub complete: bool,
     /// The error that ended the session, if any.
@@ -140,6 +168,10 @@ pub struct WriterInputs {
     pub dir: PathBuf,
     /// Keypoint names of the model (poses.csv `node`).
     pub keypoints: Vec<String>,
+    /// Every camera (camera 0 first) with its frame counts zero; the writer fills them in.
+    pub cameras: Vec<CameraSummary>,
+    /// Keypoint names of each further camera's model (cameras 1, 2, …; `cameraN/poses.csv` `node`).
+    pub camera_keypoints: Vec<Vec<String>>,
     /// Keypoint names of the ground truth (empty: no ground_truth.csv).
     pub truth_keypoints: Vec<String>,
     /// Trigger names by index (events.jsonl).
@@ -174,6 +206,17 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
     writeln!(poses, "frame,t_ns,track,node,x,y,score,pred_x,pred_y")?;
     let mut frames = open(files::FRAMES)?;
     writeln!(frames, "{FRAMES_HEADER}")?;
+    // Further cameras: (poses.csv, frames.csv) in their own folders.
+    let mut camera_files = Vec::with_capacity(w.camera_keypoints.len());
+    for n in 1..=w.camera_keypoints.len() {
+        let dir = files::camera_dir(n);
+        std::fs::create_dir_all(w.dir.join(&dir))?;
+        let mut poses = open(&format!("{dir}/{}", files::POSES))?;
+        writeln!(poses, "frame,t_ns,track,node,x,y,score")?;
+        let mut frames = open(&format!("{dir}/{}", files::FRAMES))?;
+        writeln!(frames, "{CAMERA_FRAMES_HEADER}")?;
+        camera_files.push((poses, frames));
+    }
     let mut events = open(files::EVENTS)?;
     let mut truth = if w.truth_keypoints.is_empty() {
         None
@@ -190,7 +233,8 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
         .with_start_time(std::time::SystemTime::now())
         .begin_log_with(&mut hlog_file, &mut serializer)?;
 
-    let mut totals = LatencySet::new();
+    let mut totals = LatencySet::with_cameras(w.camera_keypoints.len());
+    let tags = totals.tags();
     // The last interval's quantiles and the totals, for the status line and `/metrics`.
     let mut live_latency = LiveLatency::default();
     let mut summary = Summary {
@@ -205,6 +249,7 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
         duration_s: 0.0,
         start_ns: w.shared.start_ns,
         source: w.source.clone(),
+        cameras: w.cameras.clone(),
         complete: false,
         error: None,
     };
@@ -219,8 +264,20 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
         let done = shared.actuation_done.load(Ordering::Acquire)
             && shared.capture_done.load(Ordering::Acquire);
         while let Ok(r) = w.poses.pop() {
-            write_pose(&mut poses, &mut line, &r, &w.keypoints)?;
-            write_frame(&mut frames, &mut line, &r)?;
+            let camera = usize::from(r.camera);
+            match camera
+                .checked_sub(1)
+                .and_then(|i| Some((camera_files.get_mut(i)?, &w.camera_keypoints[i])))
+            {
+                None => {
+                    write_pose(&mut poses, &mut line, &r, &w.keypoints, true)?;
+                    write_frame(&mut frames, &mut line, &r)?;
+                }
+                Some(((poses, frames), keypoints)) => {
+                    write_pose(poses, &mut line, &r, keypoints, false)?;
+                    write_camera_frame(frames, &mut line, &r)?;
+                }
+            }
         }
         while let Ok(e) = w.events.pop() {
             write_event(&mut events, &mut line, &e, &w.trigger_names)?;
@@ -236,9 +293,8 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
             live_latency.add_interval(&set);
             let start = Duration::from_nanos(set.start_ns.saturating_sub(shared.start_ns));
             let length = Duration::from_nanos(set.end_ns.saturating_sub(set.start_ns));
-            for stage in Stage::ALL {
-                let tag = Tag::new(stage.name());
-                hlog.write_histogram(set.get(stage), start, length, tag)
+            for (tag, h) in tags.iter().zip(set.histograms()) {
+                hlog.write_histogram(h, start, length, Tag::new(tag))
                     .map_err(|e| std::io::Error::other(format!("latency.hlog: {e:?}")))?;
             }
             set.reset(0);
@@ -247,6 +303,10 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
         }
         poses.flush()?;
         frames.flush()?;
+        for (p, f) in &mut camera_files {
+            p.flush()?;
+            f.flush()?;
+        }
         events.flush()?;
         if let Some(t) = truth.as_mut() {
             t.flush()?;
@@ -263,7 +323,7 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
         });
         if done || now.saturating_sub(last_summary_ns) >= 1_000_000_000 {
             last_summary_ns = now;
-            fill_summary(&mut summary, &shared, &totals, now, done);
+            fill_summary(&mut summary, &shared, &totals, &tags, now, done);
             write_summary(&w.dir, &summary)?;
         }
         if done {
@@ -280,19 +340,24 @@ fn fill_summary(
     summary: &mut Summary,
     shared: &Shared,
     totals: &LatencySet,
+    tags: &[String],
     now_ns: u64,
     done: bool,
 ) {
     let c = shared.counts();
     summary.frames = c;
+    for camera in &mut summary.cameras {
+        camera.frames = shared.camera_counts(usize::from(camera.camera));
+    }
     summary.records_lost = shared.records_lost.load(Ordering::Relaxed);
     summary.device_errors = shared.device_errors.load(Ordering::Relaxed);
     summary.actions_dropped = shared.actions_dropped.load(Ordering::Relaxed);
     summary.realtime = shared.realtime.load(Ordering::Relaxed);
     summary.duration_s = now_ns.saturating_sub(shared.start_ns) as f64 / 1e9;
-    summary.latency_ns = Stage::ALL
+    summary.latency_ns = tags
         .iter()
-        .map(|&s| (s.name().to_string(), Quantiles::of(totals.get(s))))
+        .zip(totals.histograms())
+        .map(|(tag, h)| (tag.clone(), Quantiles::of(h)))
         .collect();
     summary.error = shared.error();
     summary.complete = done && summary.error.is_none();
@@ -314,11 +379,14 @@ fn push_num(line: &mut String, v: f32) {
     }
 }
 
+/// The rows of one frame's pose: with the predicted point (`pred_x,pred_y`) for camera 0, without for a
+/// further camera (measured only).
 fn write_pose(
     out: &mut impl Write,
     line: &mut String,
     r: &PoseRecord,
     names: &[String],
+    predicted: bool,
 ) -> std::io::Result<()> {
     for (i, (m, name)) in r.measured.points().iter().zip(names).enumerate() {
         line.clear();
@@ -334,10 +402,12 @@ fn write_pose(
         push_num(line, m.y);
         line.push(',');
         push_num(line, m.score);
-        line.push(',');
-        push_num(line, p.x);
-        line.push(',');
-        push_num(line, p.y);
+        if predicted {
+            line.push(',');
+            push_num(line, p.x);
+            line.push(',');
+            push_num(line, p.y);
+        }
         line.push('\n');
         out.write_all(line.as_bytes())?;
     }
@@ -385,6 +455,25 @@ fn write_frame(out: &mut impl Write, line: &mut String, r: &PoseRecord) -> std::
         let _ = write!(line, "{}", s.written_ns);
     }
     line.push('\n');
+    out.write_all(line.as_bytes())
+}
+
+/// The header of a further camera's `frames.csv`: its frames' stamps up to the pose.
+pub const CAMERA_FRAMES_HEADER: &str = "frame,exposure_ns,capture_ns,infer_start_ns,infer_end_ns";
+
+/// One row of a further camera's `frames.csv`.
+fn write_camera_frame(
+    out: &mut impl Write,
+    line: &mut String,
+    r: &PoseRecord,
+) -> std::io::Result<()> {
+    let s = &r.stamps;
+    line.clear();
+    let _ = writeln!(
+        line,
+        "{},{},{},{},{}",
+        r.frame, s.exposure_ns, s.capture_ns, s.infer_start_ns, s.infer_end_ns
+    );
     out.write_all(line.as_bytes())
 }
 

@@ -266,6 +266,30 @@ pub fn apply_source_arg(
     Ok(())
 }
 
+/// Applies every `--source` of the command line: the first to `[source]` (camera 0) as
+/// [`apply_source_arg`] does; two or more also replace the `[[camera]]` tables with one camera per further
+/// argument, in order, each taking the same defaults as a `[[camera]]` table of that kind.
+pub fn apply_source_args(
+    args: &[String],
+    config: &mut crate::config::Config,
+) -> Result<(), CameraError> {
+    let Some((first, further)) = args.split_first() else {
+        return Ok(());
+    };
+    apply_source_arg(first, &mut config.source)?;
+    if further.is_empty() {
+        return Ok(());
+    }
+    config.cameras.clear();
+    for arg in further {
+        let mut source = crate::config::SourceConfig::default();
+        apply_source_arg(arg, &mut source)?;
+        let camera = crate::config::CameraConfig::from_source(source);
+        config.cameras.push(toml::Spanned::new(0..0, camera));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::video::VideoRate;
@@ -275,6 +299,38 @@ mod tests {
     fn applied(arg: &str) -> Result<SourceConfig, CameraError> {
         let mut source = SourceConfig::default();
         apply_source_arg(arg, &mut source).map(|()| source)
+    }
+
+    #[test]
+    fn a_second_source_argument_replaces_the_configs_further_cameras() {
+        let mut config = crate::config::Config::parse(
+            "[[camera]]\nname = \"side\"\nkind = \"synthetic\"\n",
+            "rig.toml",
+        )
+        .unwrap();
+        apply_source_args(&["video:top.mp4".into()], &mut config).unwrap();
+        assert_eq!(config.source.video.path, "top.mp4");
+        assert_eq!(
+            config.cameras[0].get_ref().name,
+            "side",
+            "one --source leaves the config's cameras"
+        );
+        let args = ["synthetic", "video:side.mp4@max", "v4l:2"].map(String::from);
+        apply_source_args(&args, &mut config).unwrap();
+        assert_eq!(config.source.kind, "synthetic");
+        let kinds: Vec<(&str, &str)> = config
+            .cameras
+            .iter()
+            .map(|c| (c.get_ref().kind.as_str(), c.get_ref().name.as_str()))
+            .collect();
+        assert_eq!(kinds, [("video", ""), ("v4l2", "")]);
+        let side = config.cameras[0].get_ref();
+        assert_eq!(
+            (side.video.path.as_str(), side.video.fps),
+            ("side.mp4", VideoRate::Max)
+        );
+        assert_eq!(config.cameras[1].get_ref().v4l2.device, "/dev/video2");
+        assert!(apply_source_args(&["synthetic".into(), "video:".into()], &mut config).is_err());
     }
 
     #[test]

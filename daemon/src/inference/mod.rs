@@ -207,6 +207,12 @@ impl Default for ModelConfig {
 impl ModelConfig {
     /// Check values serde cannot: the message names the key (without the `model.` prefix).
     pub fn validate(&self) -> Result<(), String> {
+        if self.threads == 0 || self.threads > 256 {
+            return Err(format!(
+                "threads must be between 1 and 256, got {}",
+                self.threads
+            ));
+        }
         if self.providers.is_empty() {
             return Err("providers is empty: list at least one of cpu, cuda, tensorrt".into());
         }

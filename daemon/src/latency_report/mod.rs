@@ -525,11 +525,13 @@ fn ms(ns: u64) -> String {
 /// The text report of one session: stage table, latency over time, worst frames, dropped frames.
 pub fn text(s: &SessionLatency, worst: usize) -> String {
     let q = s.quantiles();
+    // The loop's stages from the log; a further camera's (`cameraN.…`) as summary.json totals them.
     let mut summary = s.summary.clone();
-    summary.latency_ns = Stage::ALL
-        .iter()
-        .map(|&st| (st.name().to_string(), q[st as usize]))
-        .collect();
+    for st in Stage::ALL {
+        summary
+            .latency_ns
+            .insert(st.name().to_string(), q[st as usize]);
+    }
     let mut out = format!("session: {}\n", s.dir.display());
     out += &crate::report::latency_table(&summary);
 
