@@ -45,6 +45,8 @@ pub struct Checked {
     pub output: String,
     /// The protocol script's dry run, one line per call, when there is a script.
     pub script: Option<String>,
+    /// One line per further camera (`[[camera]]`): its source and model.
+    pub cameras: Vec<String>,
 }
 
 impl std::fmt::Display for Checked {
@@ -58,6 +60,9 @@ impl std::fmt::Display for Checked {
             self.keypoints.join(", "),
             self.output
         )?;
+        for camera in &self.cameras {
+            write!(f, "\n  {camera}")?;
+        }
         if let Some(script) = &self.script {
             write!(f, "\nscript dry run (made-up poses):")?;
             for line in script.lines() {
@@ -119,7 +124,9 @@ pub fn check(path: &Path, keypoints: Option<&[String]>) -> anyhow::Result<Checke
             channels.saturating_sub(1)
         ));
     }
+    let cameras = check_cameras(&config, &file, &text)?;
     Ok(Checked {
+        cameras,
         triggers: config.triggers.len(),
         model,
         keypoints,
@@ -129,6 +136,51 @@ pub fn check(path: &Path, keypoints: Option<&[String]>) -> anyhow::Result<Checke
         },
         script: script.map(|s| s.to_string()),
     })
+}
+
+/// Each further camera's own model, read as `[model]` is (its metadata and networks, no runtime started);
+/// the cameras themselves are opened only by `reflex run`. One line per camera.
+fn check_cameras(config: &Config, file: &str, text: &str) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::with_capacity(config.cameras.len());
+    for (i, spanned) in config.cameras.iter().enumerate() {
+        let camera = spanned.get_ref();
+        let label = crate::config::camera_label(i + 1, &camera.name);
+        let model = match &camera.model {
+            None => format!("the rig's model {}", config.model.path),
+            Some(model) => {
+                let inspected = inference::inspect(model).with_context(|| {
+                    format!(
+                        "{file} line {}: {label}: reading its pose model `{}`",
+                        line_of(text, spanned.span().start),
+                        model.path
+                    )
+                })?;
+                format!(
+                    "model {} ({} keypoints)",
+                    model.path,
+                    inspected.keypoints.len()
+                )
+            }
+        };
+        lines.push(format!(
+            "{label}: {} ({}), {model}; triggers and the script see camera 0",
+            camera.kind,
+            camera_what(camera)
+        ));
+    }
+    Ok(lines)
+}
+
+/// What a camera's kind opens: its file, device or camera name.
+fn camera_what(camera: &crate::config::CameraConfig) -> String {
+    match camera.kind.as_str() {
+        "video" => camera.video.path.clone(),
+        "v4l2" => camera.v4l2.device.clone(),
+        "aravis" if camera.aravis.camera.is_empty() => "the first camera found".into(),
+        "aravis" => camera.aravis.camera.clone(),
+        "synthetic" => format!("seed {}", camera.synthetic.seed),
+        other => format!("unknown kind `{other}`"),
+    }
 }
 
 /// The output's name and, where it is known without the device, its channel count.

@@ -109,6 +109,12 @@ impl CameraConfig {
 
     /// Its settings, checked as `[source]` and `[model]` are; messages name `[camera.…]` sections.
     fn validate(&self) -> Result<(), String> {
+        if !["synthetic", "video", "aravis", "v4l2"].contains(&self.kind.as_str()) {
+            return Err(format!(
+                "kind `{}` is not a frame source (synthetic, video, aravis or v4l2)",
+                self.kind
+            ));
+        }
         self.v4l2
             .validate()
             .map_err(|e| format!("[camera.v4l2] {e}"))?;
@@ -642,6 +648,11 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "rig.toml line 4: camera 2: [camera.aravis] buffers: 1 is not in 2…64"
+        );
+        let e = Config::parse("[[camera]]\nkind = \"usb\"\n", "rig.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rig.toml line 1: camera 1: kind `usb` is not a frame source (synthetic, video, aravis or v4l2)"
         );
         let e = Config::parse("[[camera]]\nname = \"side\"\nfsp = 30\n", "rig.toml").unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");

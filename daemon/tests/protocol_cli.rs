@@ -162,6 +162,33 @@ fn check_names_file_and_line_of_each_mistake() {
 }
 
 #[test]
+fn check_lists_further_cameras_and_names_a_cameras_bad_model() {
+    let cameras = format!(
+        "{RIG}\n[[camera]]\nname = \"side\"\nkind = \"video\"\n[camera.video]\npath = \"side.mp4\"\n\n[[camera]]\nkind = \"v4l2\"\n[camera.model]\npath = \"builtin\"\n"
+    );
+    let out = success(&check_rig(&cameras));
+    assert!(
+        out.contains("\n  camera 1 (side): video (side.mp4), the rig's model builtin; triggers and the script see camera 0")
+            && out.contains("\n  camera 2: v4l2 (/dev/video0), model builtin (4 keypoints)"),
+        "{out}"
+    );
+    // The 1-based line of camera 2's `[[camera]]`, just above its kind.
+    let line = cameras
+        .lines()
+        .position(|l| l == "kind = \"v4l2\"")
+        .unwrap();
+    let err = failure(&check_rig(
+        &cameras.replace("path = \"builtin\"", "path = \"side_model\""),
+    ));
+    assert!(
+        err.contains(&format!(
+            "rig.toml line {line}: camera 2: reading its pose model `side_model`"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn replay_of_a_pose_csv_writes_events_and_a_summary() {
     let tmp = tempfile::tempdir().unwrap();
     // A nose moving right 10 px per frame at 10 frames/s: inside the zone (x 200..300) on frames 20..=30.

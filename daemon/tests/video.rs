@@ -116,15 +116,19 @@ fn replaying_the_clip_runs_a_session_at_the_files_rate() {
     );
 }
 
-#[test]
-fn a_corrupt_frame_mid_file_stops_the_session_cleanly() {
-    let tmp = tempfile::tempdir().unwrap();
-    // clip.mp4 with frame 20 (decode order) broken: its first NAL unit's length overwritten.
+/// Writes `corrupt.mp4` into `dir`: clip.mp4 with frame 20 (decode order) broken, its first NAL unit's length
+/// overwritten.
+fn write_corrupt_clip(dir: &Path) {
     let mut bytes = std::fs::read(clip()).unwrap();
     let offset = sample_offset(&bytes, 20);
     bytes[offset..offset + 4].copy_from_slice(&[0xFF; 4]);
-    let corrupt = tmp.path().join("corrupt.mp4");
-    std::fs::write(&corrupt, &bytes).unwrap();
+    std::fs::write(dir.join("corrupt.mp4"), &bytes).unwrap();
+}
+
+#[test]
+fn a_corrupt_frame_mid_file_stops_the_session_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_corrupt_clip(tmp.path());
 
     let out = reflex(
         &[
@@ -162,6 +166,92 @@ fn a_corrupt_frame_mid_file_stops_the_session_cleanly() {
     );
     check_events_and_all_off(&dir);
     check_frames_csv(&dir, captured);
+}
+
+#[test]
+fn a_further_camera_failing_mid_stream_stops_the_session_cleanly() {
+    // Camera 0 runs on; camera 1, the corrupt clip, breaks at its frame 20: the whole session stops, its
+    // outputs off and every camera's files whole, the error naming the camera.
+    let tmp = tempfile::tempdir().unwrap();
+    write_corrupt_clip(tmp.path());
+    let out = reflex(
+        &[
+            "run",
+            "--source",
+            "synthetic",
+            "--source",
+            "video:corrupt.mp4@max",
+            "--duration",
+            "60s",
+            "--backend",
+            "tract",
+            "--out",
+            "s",
+        ],
+        tmp.path(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a clean failure: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("camera 1 `video(corrupt.mp4)`") && stderr.contains("frame 20 of 1500"),
+        "{stderr}"
+    );
+    let dir = tmp.path().join("s");
+    let s = summary(&dir);
+    assert_eq!(s["complete"], false);
+    let error = s["error"].as_str().expect("summary.json has the error");
+    assert!(
+        error.starts_with("camera 1 `video(corrupt.mp4)`: ")
+            && error.contains("corrupt H.264 data"),
+        "{error}"
+    );
+    let side = &s["cameras"][1];
+    assert_eq!(side["dir"], "camera1");
+    let captured = side["frames"]["captured"].as_u64().unwrap();
+    assert!(
+        (17..=20).contains(&captured),
+        "{captured} frames of camera 1 before the error"
+    );
+    check_events_and_all_off(&dir);
+    check_frames_csv(&dir, s["frames"]["captured"].as_u64().unwrap());
+    check_frames_csv(&dir.join("camera1"), captured);
+}
+
+#[test]
+fn a_further_cameras_missing_video_is_named_with_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("rig.toml"),
+        "[session]\nstatus_interval_ms = 0\n\n[[camera]]\nname = \"side\"\nkind = \"video\"\n[camera.video]\npath = \"nowhere.mp4\"\n",
+    )
+    .unwrap();
+    let out = reflex(
+        &[
+            "run",
+            "--config",
+            "rig.toml",
+            "--frames",
+            "1",
+            "--backend",
+            "tract",
+            "--out",
+            "s",
+        ],
+        tmp.path(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("rig.toml line 4: camera 1 (side): [camera.video]")
+            && stderr.contains("nowhere.mp4")
+            && stderr.contains("No such file"),
+        "{stderr}"
+    );
+    assert!(
+        !tmp.path().join("s").exists(),
+        "no session folder for a camera that never opened"
+    );
 }
 
 /// Byte offset of coded frame `i` (decode order) in an MP4 whose frames lie in one chunk, as clip.mp4's

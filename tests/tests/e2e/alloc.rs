@@ -155,6 +155,31 @@ end
     );
 }
 
+#[test]
+fn a_second_camera_allocates_nothing_on_the_actuation_thread() {
+    // Camera 1's poses pass the actuation thread too (its histograms, its records to the writer).
+    install_probes();
+    let tmp = tempfile::tempdir().unwrap();
+    let before = snapshot();
+    let report = crate::default_session::run_at(
+        Some(tmp.path().join("s")),
+        Some(240),
+        crate::cameras::two_camera_config(),
+        0.5,
+    )
+    .unwrap();
+    let (frames, allocs) = report_counts(before, snapshot());
+    let side = report.summary.cameras[1].frames.processed;
+    assert!(
+        side > 0 && frames > side,
+        "both cameras' poses were counted ({frames} frames, {side} of camera 1)"
+    );
+    assert_eq!(
+        allocs, 0,
+        "allocations on the actuation thread with two cameras over {frames} frames (this and any concurrent session)"
+    );
+}
+
 /// (actuation frames, actuation allocations) between two snapshots.
 fn report_counts(before: [u64; 5], after: [u64; 5]) -> (u64, u64) {
     (after[0] - before[0], after[1] - before[1])

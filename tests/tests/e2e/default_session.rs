@@ -47,13 +47,13 @@ pub fn run_at(
 }
 
 /// A parsed CSV: header names → column index, and rows.
-struct Csv {
-    cols: BTreeMap<String, usize>,
-    rows: Vec<Vec<String>>,
+pub(crate) struct Csv {
+    pub(crate) cols: BTreeMap<String, usize>,
+    pub(crate) rows: Vec<Vec<String>>,
 }
 
 impl Csv {
-    fn read(path: &Path) -> Csv {
+    pub(crate) fn read(path: &Path) -> Csv {
         let text =
             std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let mut lines = text.lines();
@@ -69,10 +69,10 @@ impl Csv {
             .collect();
         Csv { cols, rows }
     }
-    fn get<'a>(&self, row: &'a [String], col: &str) -> &'a str {
+    pub(crate) fn get<'a>(&self, row: &'a [String], col: &str) -> &'a str {
         &row[self.cols[col]]
     }
-    fn num(&self, row: &[String], col: &str) -> f64 {
+    pub(crate) fn num(&self, row: &[String], col: &str) -> f64 {
         self.get(row, col).parse().unwrap_or(f64::NAN)
     }
 }

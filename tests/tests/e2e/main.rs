@@ -6,6 +6,7 @@
 
 mod alloc;
 mod backends;
+mod cameras;
 mod default_session;
 mod latency_report;
 mod protocols;

@@ -1,0 +1,238 @@
+//! Several cameras at once: a second synthetic camera (another animal path) beside the default rig's, each
+//! on its own capture thread, both estimated by the one inference thread and recorded on the one host clock.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use reflex_daemon::camera::synthetic::{SyntheticCamera, SyntheticConfig};
+use reflex_daemon::clock::ManualClock;
+use reflex_daemon::config::{CameraConfig, Config};
+use reflex_daemon::pipeline::Report;
+use reflex_daemon::session::files;
+use reflex_plugins::pose::Pose;
+
+use crate::default_session::Csv;
+
+/// The embedded default rig with a second synthetic camera, `side`, whose animal follows seed 2's path.
+pub fn two_camera_config() -> Config {
+    let mut config = Config::embedded();
+    let mut side = CameraConfig {
+        name: "side".into(),
+        ..CameraConfig::default()
+    };
+    side.synthetic.seed = 2;
+    config.cameras.push(toml::Spanned::new(0..0, side));
+    config
+}
+
+/// One two-camera session for the tests that read it: 240 frames of camera 0 at half real time.
+fn session() -> &'static (tempfile::TempDir, Report) {
+    static SESSION: std::sync::OnceLock<(tempfile::TempDir, Report)> = std::sync::OnceLock::new();
+    SESSION.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("s");
+        let report = crate::default_session::run_at(Some(out), Some(240), two_camera_config(), 0.5)
+            .expect("the two-camera session runs");
+        (tmp, report)
+    })
+}
+
+/// frame id → exposure (ns), from a `frames.csv`.
+fn exposures(csv: &Csv) -> BTreeMap<u64, u64> {
+    csv.rows
+        .iter()
+        .map(|r| {
+            (
+                csv.get(r, "frame").parse().unwrap(),
+                csv.get(r, "exposure_ns").parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn each_camera_has_its_own_files_counts_and_latency() {
+    let (_, report) = session();
+    let s = &report.summary;
+    assert!(s.complete, "{:?}", s.error);
+    assert_eq!(s.cameras.len(), 2);
+    assert_eq!(
+        s.cameras[0].frames, s.frames,
+        "camera 0's counts are the loop's"
+    );
+    let side = &s.cameras[1];
+    assert_eq!(
+        (
+            side.camera,
+            side.name.as_str(),
+            side.source.as_str(),
+            side.dir.as_str()
+        ),
+        (1, "side", "synthetic(seed=2)", "camera1")
+    );
+    let f = side.frames;
+    assert!(f.processed > 0, "{f:?}");
+    // Every frame camera 1 delivered was estimated, replaced by a newer one (latest frame wins) or refused
+    // by a full hand-off: none is unaccounted for.
+    assert_eq!(
+        f.captured,
+        f.processed + f.stale + f.actuation_full,
+        "{f:?}"
+    );
+
+    let dir = report.dir.join("camera1");
+    let frames = Csv::read(&dir.join(files::FRAMES));
+    let cols: Vec<&str> = {
+        let mut c: Vec<(&String, &usize)> = frames.cols.iter().collect();
+        c.sort_by_key(|(_, i)| **i);
+        c.into_iter().map(|(n, _)| n.as_str()).collect()
+    };
+    assert_eq!(
+        cols,
+        [
+            "frame",
+            "exposure_ns",
+            "capture_ns",
+            "infer_start_ns",
+            "infer_end_ns"
+        ]
+    );
+    assert_eq!(frames.rows.len() as u64, f.processed);
+    for r in &frames.rows {
+        let t: Vec<f64> = [
+            "exposure_ns",
+            "capture_ns",
+            "infer_start_ns",
+            "infer_end_ns",
+        ]
+        .iter()
+        .map(|c| frames.num(r, c))
+        .collect();
+        assert!(t.windows(2).all(|w| w[0] <= w[1]), "stamps in order: {r:?}");
+    }
+    let poses = Csv::read(&dir.join(files::POSES));
+    assert!(!poses.cols.contains_key("pred_x"), "measured only");
+    assert_eq!(
+        poses.rows.len() as u64,
+        4 * f.processed,
+        "4 keypoints a frame"
+    );
+
+    // Its own histograms, in the summary and the interval log.
+    let q = s.latency_ns["camera1.exposure_to_pose"];
+    assert_eq!(q.count, f.processed);
+    assert!(q.p50 > s.latency_ns["camera1.inference"].p50);
+    let hlog = std::fs::read_to_string(report.dir.join(files::LATENCY)).unwrap();
+    for tag in [
+        "camera1.capture",
+        "camera1.queue_inference",
+        "camera1.inference",
+    ] {
+        assert!(
+            hlog.contains(&format!("Tag={tag},")),
+            "{tag} in latency.hlog"
+        );
+    }
+
+    // The session's config.toml keeps the camera, so the rig runs again as it ran.
+    let config = Config::load(&report.dir.join(files::CONFIG)).unwrap();
+    assert_eq!(config.cameras.len(), 1);
+    assert_eq!(config.cameras[0].get_ref().synthetic.seed, 2);
+}
+
+#[test]
+fn the_second_cameras_poses_are_its_own_animals() {
+    let (_, report) = session();
+    // The truth of camera 1's frames: seed 2's animal, rendered at each frame's time.
+    let mut truth_camera = SyntheticCamera::new(
+        &SyntheticConfig {
+            seed: 2,
+            ..SyntheticConfig::default()
+        },
+        Arc::new(ManualClock::new()),
+    )
+    .unwrap();
+    let mut pixels = vec![0; 640 * 480 * 3];
+    let poses = Csv::read(&report.dir.join("camera1").join(files::POSES));
+    let mut by_frame: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
+    for r in &poses.rows {
+        by_frame
+            .entry(poses.get(r, "frame").parse().unwrap())
+            .or_default()
+            .push((poses.num(r, "x"), poses.num(r, "y")));
+    }
+    let last = *by_frame.keys().last().unwrap();
+    let mut truth = Pose::new(4);
+    let (mut near, mut total) = (0, 0);
+    for id in 0..=last {
+        // Every frame in order, as the camera renders them (the heading follows the path).
+        truth_camera.render(id as f64 / 120.0, &mut pixels, &mut truth);
+        let Some(points) = by_frame.get(&id) else {
+            continue;
+        };
+        total += 1;
+        let worst = points
+            .iter()
+            .zip(truth.points())
+            .map(|(&(x, y), t)| (x - f64::from(t.x)).hypot(y - f64::from(t.y)))
+            .fold(
+                0.0,
+                |a: f64, e| if e.is_nan() { f64::INFINITY } else { a.max(e) },
+            );
+        near += usize::from(worst <= 2.0);
+    }
+    assert!(
+        near * 100 >= total * 99,
+        "only {near} of {total} frames of camera 1 within 2 px of seed 2's animal"
+    );
+
+    // Camera 0's animal is elsewhere: the two cameras' poses are not the same frames twice.
+    let ours = Csv::read(&report.dir.join(files::POSES));
+    let nose0: BTreeMap<u64, (f64, f64)> = ours
+        .rows
+        .iter()
+        .filter(|r| ours.get(r, "node") == "nose")
+        .map(|r| {
+            (
+                ours.get(r, "frame").parse().unwrap(),
+                (ours.num(r, "x"), ours.num(r, "y")),
+            )
+        })
+        .collect();
+    let apart = by_frame
+        .iter()
+        .filter_map(|(id, p)| Some((nose0.get(id)?, p[0])))
+        .filter(|((x0, y0), (x1, y1))| (x0 - x1).hypot(y0 - y1) > 20.0)
+        .count();
+    assert!(
+        apart * 2 > by_frame.len(),
+        "camera 0's and camera 1's noses mostly apart ({apart} of {} frames)",
+        by_frame.len()
+    );
+}
+
+#[test]
+fn both_cameras_are_stamped_on_one_clock() {
+    let (_, report) = session();
+    let cam0 = exposures(&Csv::read(&report.dir.join(files::FRAMES)));
+    let cam1 = exposures(&Csv::read(&report.dir.join("camera1").join(files::FRAMES)));
+    let s = &report.summary;
+    let end_ns = s.start_ns + (s.duration_s * 1e9) as u64;
+    assert!(
+        cam1.values().all(|&t| (s.start_ns..=end_ns).contains(&t)),
+        "camera 1's exposures fall within the session on the host clock ({}..={end_ns})",
+        s.start_ns
+    );
+    // Same rate, one clock: frame k of camera 1 is exposed a fixed time after (or before) frame k of camera 0,
+    // however far apart the two threads ran.
+    let offsets: Vec<i128> = cam1
+        .iter()
+        .filter_map(|(id, &t1)| Some(i128::from(t1) - i128::from(*cam0.get(id)?)))
+        .collect();
+    assert!(offsets.len() > 20, "{} frames in both", offsets.len());
+    assert!(
+        offsets.iter().all(|&d| d == offsets[0]),
+        "one offset between the cameras: {:?}",
+        &offsets[..offsets.len().min(10)]
+    );
+}
