@@ -98,8 +98,12 @@ pub struct LiveSnapshot {
     pub running: bool,
     /// Session time (s) at publication.
     pub elapsed_s: f64,
-    /// Frame counts.
+    /// Frame counts (camera 0's: the loop's).
     pub frames: FrameCounts,
+    /// How many cameras the session has (the first `cameras` entries of `camera_frames` are theirs).
+    pub cameras: usize,
+    /// Frame counts of each camera, camera 0 first (fixed size, so a snapshot stays a plain copy).
+    pub camera_frames: [FrameCounts; crate::config::MAX_CAMERAS],
     /// Records lost to full writer rings.
     pub records_lost: u64,
     /// Errors the output device reported.
@@ -134,6 +138,51 @@ pub struct SessionInfo {
     pub backend: String,
     /// The frame source's name.
     pub source: String,
+}
+
+/// Per-camera frame counts, labelled `camera="N"` (0 is the loop's camera, 1, 2, … the `[[camera]]` tables).
+fn camera_families(s: &LiveSnapshot, out: &mut String) {
+    let cameras = &s.camera_frames[..s.cameras.min(s.camera_frames.len())];
+    let ids: Vec<String> = (0..cameras.len()).map(|i| i.to_string()).collect();
+    let counters: [(&str, &str, fn(&FrameCounts) -> u64); 2] = [
+        (
+            "reflex_camera_frames_captured_total",
+            "Frames each camera delivered.",
+            |f| f.captured,
+        ),
+        (
+            "reflex_camera_frames_estimated_total",
+            "Frames of each camera whose pose was estimated (camera 0: through the whole loop).",
+            |f| f.processed,
+        ),
+    ];
+    for (name, help, value) in counters {
+        family(out, name, "counter", help);
+        for (id, f) in ids.iter().zip(cameras) {
+            sample(out, name, &[("camera", id)], value(f) as f64);
+        }
+    }
+    let name = "reflex_camera_frames_dropped_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Frames of each camera dropped, by reason (as reflex_frames_dropped_total).",
+    );
+    for (id, f) in ids.iter().zip(cameras) {
+        for (reason, value) in [
+            ("source_skipped", f.source_skipped),
+            ("stale", f.stale),
+            ("actuation_full", f.actuation_full),
+        ] {
+            sample(
+                out,
+                name,
+                &[("camera", id), ("reason", reason)],
+                value as f64,
+            );
+        }
+    }
 }
 
 /// The Prometheus text exposition format's content type (version 0.0.4).
@@ -215,6 +264,7 @@ pub fn render(s: &LiveSnapshot, info: &SessionInfo, out: &mut String) {
             value as f64,
         );
     }
+    camera_families(s, out);
     let counters = [
         (
             "reflex_device_errors_total",
@@ -577,16 +627,26 @@ mod tests {
         let mut latency = LiveLatency::default();
         latency.add_interval(&set);
         latency.add_interval(&set);
+        let frames = FrameCounts {
+            captured: 300,
+            processed: 290,
+            dropped: 10,
+            source_skipped: 1,
+            stale: 9,
+            actuation_full: 0,
+        };
         LiveSnapshot {
             running: true,
             elapsed_s: 2.5,
-            frames: FrameCounts {
-                captured: 300,
-                processed: 290,
-                dropped: 10,
-                source_skipped: 1,
-                stale: 9,
-                actuation_full: 0,
+            frames,
+            cameras: 2,
+            camera_frames: {
+                let mut c = [FrameCounts::default(); crate::config::MAX_CAMERAS];
+                c[0] = frames;
+                c[1].captured = 150;
+                c[1].processed = 149;
+                c[1].stale = 1;
+                c
             },
             records_lost: 0,
             device_errors: 2,
@@ -634,6 +694,11 @@ mod tests {
             "reflex_frames_dropped_total{reason=\"actuation_full\"} 0",
             "reflex_device_errors_total 2",
             "reflex_records_lost_total 0",
+            "# TYPE reflex_camera_frames_captured_total counter",
+            "reflex_camera_frames_captured_total{camera=\"0\"} 300",
+            "reflex_camera_frames_captured_total{camera=\"1\"} 150",
+            "reflex_camera_frames_estimated_total{camera=\"1\"} 149",
+            "reflex_camera_frames_dropped_total{camera=\"1\",reason=\"stale\"} 1",
             "reflex_realtime 0",
             "reflex_session_elapsed_seconds 2.5",
             "# TYPE reflex_stage_latency_seconds summary",

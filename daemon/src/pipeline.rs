@@ -15,6 +15,10 @@
 //!   caller's thread (status line) and, with `[metrics] listen`, the tokio `/metrics` thread read.
 //! - Stopping: capture stops, inference finishes the last frame, actuation drains, returns every output to
 //!   rest and turns the device off (also on error or panic), then the writer drains and closes the files.
+//! - Several cameras (`[[camera]]`): one capture thread and slot each; the inference thread takes their newest
+//!   frames in turn, each camera with its own prepared model; camera 0's poses drive the loop, the others'
+//!   are recorded (their stages into `cameraN.*` histograms, their rows into `cameraN/`). The capture threads
+//!   stop together.
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;

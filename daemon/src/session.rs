@@ -316,6 +316,8 @@ pub fn run_writer(mut w: WriterInputs) -> Result<Summary, std::io::Error> {
             running: !done,
             elapsed_s: now.saturating_sub(shared.start_ns) as f64 / 1e9,
             frames: shared.counts(),
+            cameras: shared.cameras.len(),
+            camera_frames: std::array::from_fn(|i| shared.camera_counts(i)),
             records_lost: shared.records_lost.load(Ordering::Relaxed),
             device_errors: shared.device_errors.load(Ordering::Relaxed),
             realtime: shared.realtime.load(Ordering::Relaxed),

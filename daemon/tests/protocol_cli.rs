@@ -49,6 +49,7 @@ fn check_passes_the_examples() {
         "speed_closed_loop",
         "head_angle_feedback",
         "delayed_feedback",
+        "two_cameras",
     ] {
         let path = format!("examples/{name}.toml");
         let out = success(&reflex(&["check", &path], &root));

@@ -13,17 +13,18 @@ use reflex_plugins::pose::Pose;
 
 use crate::default_session::Csv;
 
-/// The embedded default rig with a second synthetic camera, `side`, whose animal follows seed 2's path.
+/// The shipped `examples/two_cameras.toml`: the embedded default rig and a second synthetic camera, `side`,
+/// whose animal follows seed 2's path at 60 frames/s.
 pub fn two_camera_config() -> Config {
-    let mut config = Config::embedded();
-    let mut side = CameraConfig {
-        name: "side".into(),
-        ..CameraConfig::default()
-    };
-    side.synthetic.seed = 2;
-    config.cameras.push(toml::Spanned::new(0..0, side));
-    config
+    Config::parse(
+        include_str!("../../../examples/two_cameras.toml"),
+        "two_cameras.toml",
+    )
+    .unwrap()
 }
+
+/// Camera 1's frame rate in the example.
+const SIDE_FPS: f64 = 60.0;
 
 /// One two-camera session for the tests that read it: 240 frames of camera 0 at half real time.
 fn session() -> &'static (tempfile::TempDir, Report) {
@@ -147,6 +148,7 @@ fn the_second_cameras_poses_are_its_own_animals() {
     let mut truth_camera = SyntheticCamera::new(
         &SyntheticConfig {
             seed: 2,
+            fps: SIDE_FPS,
             ..SyntheticConfig::default()
         },
         Arc::new(ManualClock::new()),
@@ -166,7 +168,7 @@ fn the_second_cameras_poses_are_its_own_animals() {
     let (mut near, mut total) = (0, 0);
     for id in 0..=last {
         // Every frame in order, as the camera renders them (the heading follows the path).
-        truth_camera.render(id as f64 / 120.0, &mut pixels, &mut truth);
+        truth_camera.render(id as f64 / SIDE_FPS, &mut pixels, &mut truth);
         let Some(points) = by_frame.get(&id) else {
             continue;
         };
@@ -214,25 +216,45 @@ fn the_second_cameras_poses_are_its_own_animals() {
 #[test]
 fn both_cameras_are_stamped_on_one_clock() {
     let (_, report) = session();
-    let cam0 = exposures(&Csv::read(&report.dir.join(files::FRAMES)));
-    let cam1 = exposures(&Csv::read(&report.dir.join("camera1").join(files::FRAMES)));
     let s = &report.summary;
     let end_ns = s.start_ns + (s.duration_s * 1e9) as u64;
+    let mut origins = Vec::new();
+    for (dir, fps) in [
+        (report.dir.clone(), 120.0),
+        (report.dir.join("camera1"), SIDE_FPS),
+    ] {
+        let exposed = exposures(&Csv::read(&dir.join(files::FRAMES)));
+        assert!(
+            exposed.len() > 20,
+            "{}: {} frames",
+            dir.display(),
+            exposed.len()
+        );
+        assert!(
+            exposed
+                .values()
+                .all(|&t| (s.start_ns..=end_ns).contains(&t)),
+            "{}: exposures within the session on the host clock ({}..={end_ns})",
+            dir.display(),
+            s.start_ns
+        );
+        // Each camera's frames on its own rate's grid: exposure − id × period is one instant, however late
+        // its thread ran.
+        let period = (1e9 / fps as f64).round() as u64;
+        let origin: Vec<u64> = exposed.iter().map(|(id, t)| t - id * period).collect();
+        assert!(
+            origin.iter().all(|&o| o == origin[0]),
+            "{}: frames on a {period} ns grid",
+            dir.display()
+        );
+        origins.push(origin[0]);
+    }
+    // The two cameras started together, on one clock: camera 1's first exposure falls among camera 0's
+    // first frames, not at some other clock's zero.
+    let apart = origins[0].abs_diff(origins[1]);
     assert!(
-        cam1.values().all(|&t| (s.start_ns..=end_ns).contains(&t)),
-        "camera 1's exposures fall within the session on the host clock ({}..={end_ns})",
-        s.start_ns
-    );
-    // Same rate, one clock: frame k of camera 1 is exposed a fixed time after (or before) frame k of camera 0,
-    // however far apart the two threads ran.
-    let offsets: Vec<i128> = cam1
-        .iter()
-        .filter_map(|(id, &t1)| Some(i128::from(t1) - i128::from(*cam0.get(id)?)))
-        .collect();
-    assert!(offsets.len() > 20, "{} frames in both", offsets.len());
-    assert!(
-        offsets.iter().all(|&d| d == offsets[0]),
-        "one offset between the cameras: {:?}",
-        &offsets[..offsets.len().min(10)]
+        apart < end_ns - s.start_ns,
+        "the cameras' first exposures {apart} ns apart within a {} ns session",
+        end_ns - s.start_ns
     );
 }
