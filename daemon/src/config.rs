@@ -582,8 +582,7 @@ impl Config {
     }
 }
 
-/// Cameras one rig may have, `[source]` included (camera ids fit the records' `u8`, and every camera
-/// shares one inference thread).
+/// Cameras one rig may have, `[source]` included (each has a capture and an inference thread of its own).
 pub const MAX_CAMERAS: usize = 16;
 
 /// How messages name camera `id`: `camera 1` or `camera 1 (side)`.

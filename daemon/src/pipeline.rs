@@ -15,10 +15,9 @@
 //!   caller's thread (status line) and, with `[metrics] listen`, the tokio `/metrics` thread read.
 //! - Stopping: capture stops, inference finishes the last frame, actuation drains, returns every output to
 //!   rest and turns the device off (also on error or panic), then the writer drains and closes the files.
-//! - Several cameras (`[[camera]]`): one capture thread and slot each; the inference thread takes their newest
-//!   frames in turn, each camera with its own prepared model; camera 0's poses drive the loop, the others'
-//!   are recorded (their stages into `cameraN.*` histograms, their rows into `cameraN/`). The capture threads
-//!   stop together.
+//! - Several cameras (`[[camera]]`): one capture thread, slot, inference thread (own model) and ring to
+//!   actuation each; camera 0's poses drive the loop, the others' are recorded (their stages into `cameraN.*`
+//!   histograms, their rows into `cameraN/`). The capture threads stop together.
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -72,8 +71,10 @@ pub struct Shared {
     pub realtime: AtomicBool,
     /// Every capture thread has finished.
     pub capture_done: AtomicBool,
-    /// Inference thread has finished.
+    /// Every inference thread has finished.
     pub inference_done: AtomicBool,
+    /// Inference threads still running; the last one to end sets `inference_done`.
+    inferences_running: AtomicUsize,
     /// Actuation thread has finished (outputs are off).
     pub actuation_done: AtomicBool,
     /// Counts and per-stage latency published by the writer for the status line and `/metrics`; loop
@@ -128,6 +129,7 @@ impl Shared {
                 .map(|_| CameraCounters::default())
                 .collect(),
             captures_running: AtomicUsize::new(cameras.max(1)),
+            inferences_running: AtomicUsize::new(cameras.max(1)),
             records_lost: AtomicU64::new(0),
             device_errors: AtomicU64::new(0),
             actions_dropped: AtomicU64::new(0),
@@ -376,8 +378,12 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
     for _ in 0..3 {
         let _ = lat_empty_tx.push(Box::new(LatencySet::with_cameras(extras.len())));
     }
-    // Room for a pose of every camera besides a few of camera 0's.
-    let (pose_tx, pose_rx) = rtrb::RingBuffer::<PoseMsg>::new(4 + extras.len());
+    let (pose_tx, pose_rx) = rtrb::RingBuffer::<PoseMsg>::new(4);
+    // Each further camera's inference thread has its own ring to actuation (SPSC: one producer each).
+    let (further_tx, further_rx): (Vec<_>, Vec<_>) = extras
+        .iter()
+        .map(|_| rtrb::RingBuffer::<PoseMsg>::new(4))
+        .unzip();
     let (slot_in, slot_out) = triple_buffer::triple_buffer(&Frame::for_source(source.info()));
     let mut cameras = vec![CameraSummary {
         camera: 0,
@@ -474,6 +480,7 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
             clock: Arc::clone(&clock),
             shared: Arc::clone(&shared),
             poses_in: pose_rx,
+            further_in: further_rx,
             poses_out: poses_tx,
             events: events_tx,
             lat_full: lat_full_tx,
@@ -489,41 +496,64 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
         spawn("reflex-actuation", move || stage.run())?
     };
 
-    // One slot per further camera; camera 0's is made above.
+    // One slot and one inference thread per camera; camera 0's slot is made above.
     let mut slots_in = vec![(slot_in, Some(truth_tx))];
-    let mut infer_cameras = vec![InferenceCamera {
+    let mut stages = vec![Inference {
+        camera: 0,
         slot: slot_out,
         pose: Pose::new(keypoints.len()),
         model: Box::new(model),
+        poses: pose_tx,
+        clock: Arc::clone(&clock),
+        shared: Arc::clone(&shared),
+        actuation: actuation.thread().clone(),
     }];
     let mut sources = vec![(source, String::new())];
-    for (i, extra) in extras.into_iter().enumerate() {
+    for (i, (extra, poses)) in extras.into_iter().zip(further_tx).enumerate() {
         let mut first = Frame::for_source(extra.source.info());
         first.camera = (i + 1) as u8;
         let (slot_in, slot_out) = triple_buffer::triple_buffer(&first);
         slots_in.push((slot_in, None));
-        infer_cameras.push(InferenceCamera {
+        stages.push(Inference {
+            camera: (i + 1) as u8,
             slot: slot_out,
             pose: Pose::new(extra.model.keypoints().len()),
             model: Box::new(extra.model),
-        });
-        sources.push((extra.source, extra.label));
-    }
-
-    let inference = {
-        let stage = Inference {
-            cameras: infer_cameras,
-            next: 0,
-            poses: pose_tx,
+            poses,
             clock: Arc::clone(&clock),
             shared: Arc::clone(&shared),
             actuation: actuation.thread().clone(),
+        });
+        sources.push((extra.source, extra.label));
+    }
+    let mut inferences = Vec::with_capacity(stages.len());
+    for stage in stages {
+        let name = match stage.camera {
+            0 => "reflex-inference".to_string(),
+            n => format!("reflex-inference-{n}"),
         };
-        spawn("reflex-inference", move || stage.run())?
-    };
+        match spawn(&name, move || stage.run()) {
+            Ok(handle) => inferences.push(handle),
+            Err(e) => {
+                // Those not started count as done, so the others and actuation still end.
+                shared.fail(format!("{e:#}"));
+                for _ in inferences.len()..shared.cameras.len() {
+                    Inference::finished(&shared);
+                }
+                break;
+            }
+        }
+    }
 
     let mut captures = Vec::with_capacity(sources.len());
+    let cameras_to_start = sources.len().min(inferences.len());
     for (i, ((source, label), (slot, truth))) in sources.into_iter().zip(slots_in).enumerate() {
+        if i >= cameras_to_start {
+            // No inference thread for it: a capture thread would only fill its slot.
+            Capture::finished(&shared);
+            continue;
+        }
+        let inference = inferences[i].thread().clone();
         let stage = Capture {
             camera: i as u8,
             label,
@@ -531,7 +561,7 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
             slot,
             truth,
             shared: Arc::clone(&shared),
-            inference: inference.thread().clone(),
+            inference,
             max_frames: opts.max_frames.filter(|_| i == 0),
         };
         let name = if i == 0 {
@@ -547,7 +577,7 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
                 for _ in captures.len()..shared.cameras.len() {
                     Capture::finished(&shared);
                 }
-                inference.thread().unpark();
+                inferences.iter().for_each(|t| t.thread().unpark());
                 break;
             }
         }
@@ -556,10 +586,15 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
     if config.realtime.enabled {
         use std::os::unix::thread::JoinHandleExt;
         let rt = &config.realtime;
-        let mut threads = vec![
-            (actuation.as_pthread_t(), rt.actuation_priority),
-            (inference.as_pthread_t(), rt.inference_priority),
-        ];
+        let mut threads = vec![(actuation.as_pthread_t(), rt.actuation_priority)];
+        threads.extend(inferences.iter().enumerate().map(|(i, t)| {
+            let priority = if i == 0 {
+                rt.inference_priority
+            } else {
+                rt.camera_inference_priority
+            };
+            (t.as_pthread_t(), priority)
+        }));
         threads.extend(
             captures
                 .iter()
@@ -622,7 +657,11 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
         .into_iter()
         .map(|c| c.join().map_err(|_| "capture thread panicked"))
         .collect();
-    joined.push(inference.join().map_err(|_| "inference thread panicked"));
+    joined.extend(
+        inferences
+            .into_iter()
+            .map(|t| t.join().map_err(|_| "inference thread panicked")),
+    );
     joined.push(actuation.join().map_err(|_| "actuation thread panicked"));
     for r in joined {
         if let Err(e) = r {
@@ -875,18 +914,13 @@ impl Capture {
     }
 }
 
-/// One camera as the inference thread sees it: its slot, its model, its pose buffer.
-struct InferenceCamera {
+/// One camera's inference thread: its newest frame → its model → a pose for the actuation thread.
+struct Inference {
+    /// 0 for the loop's camera, 1, 2, … for `[[camera]]` tables.
+    camera: u8,
     slot: triple_buffer::Output<Frame>,
     model: Box<dyn PoseModel>,
     pose: Pose,
-}
-
-struct Inference {
-    /// Camera 0 first.
-    cameras: Vec<InferenceCamera>,
-    /// The camera to look at first next time (round robin, so every camera gets its turn).
-    next: usize,
     poses: rtrb::Producer<PoseMsg>,
     clock: SharedClock,
     shared: Arc<Shared>,
@@ -894,51 +928,43 @@ struct Inference {
 }
 
 impl Inference {
-    /// The next camera, in turn, with a frame inference has not seen; its newest frame is now readable.
-    fn take_next(&mut self) -> Option<usize> {
-        let n = self.cameras.len();
-        let i = (0..n)
-            .map(|k| (self.next + k) % n)
-            .find(|&i| self.cameras[i].slot.update())?;
-        self.next = (i + 1) % n;
-        Some(i)
+    /// Counts one inference thread as ended; the last one marks inference done.
+    fn finished(shared: &Shared) {
+        if shared.inferences_running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            shared.inference_done.store(true, Ordering::Release);
+        }
     }
 
     fn run(mut self) {
         loop {
-            let i = match self.take_next() {
-                Some(i) => i,
+            if !self.slot.update() {
                 // Check "capture done" before looking again, so a frame published just before it is not lost.
-                None if self.shared.capture_done.load(Ordering::Acquire) => {
-                    match self.take_next() {
-                        Some(i) => i,
-                        None => break,
+                if self.shared.capture_done.load(Ordering::Acquire) {
+                    if !self.slot.update() {
+                        break;
                     }
-                }
-                None => {
+                } else {
                     wait(Duration::from_millis(5));
                     continue;
                 }
-            };
-            let camera = &mut self.cameras[i];
-            let frame = camera.slot.output_buffer();
+            }
+            let frame = self.slot.output_buffer();
             let infer_start_ns = self.clock.now_ns();
             let probe = PROBES.get();
             probe.inspect(|p| (p.inference)(true));
-            let estimated = camera.model.estimate(frame, &mut camera.pose);
+            let estimated = self.model.estimate(frame, &mut self.pose);
             probe.inspect(|p| (p.inference)(false));
             if let Err(e) = estimated {
-                let at = if frame.camera == 0 {
-                    String::new()
-                } else {
-                    format!("camera {} ", frame.camera)
+                let at = match frame.camera {
+                    0 => String::new(),
+                    n => format!("camera {n} "),
                 };
                 self.shared
                     .fail(format!("inference on {at}frame {}: {e}", frame.id));
                 break;
             }
             let msg = PoseMsg {
-                camera: frame.camera,
+                camera: self.camera,
                 frame: frame.id,
                 stamps: Stamps {
                     exposure_ns: frame.t_exposure_ns,
@@ -947,16 +973,16 @@ impl Inference {
                     infer_end_ns: self.clock.now_ns(),
                     ..Stamps::default()
                 },
-                pose: camera.pose,
+                pose: self.pose,
             };
             if self.poses.push(msg).is_err() {
-                self.shared.cameras[i]
+                self.shared.cameras[usize::from(self.camera)]
                     .actuation_full
                     .fetch_add(1, Ordering::Relaxed);
             }
             self.actuation.unpark();
         }
-        self.shared.inference_done.store(true, Ordering::Release);
+        Self::finished(&self.shared);
         self.actuation.unpark();
     }
 }
@@ -990,6 +1016,8 @@ pub(crate) struct Actuation {
     clock: SharedClock,
     shared: Arc<Shared>,
     poses_in: rtrb::Consumer<PoseMsg>,
+    /// Poses of the further cameras, one ring per camera's inference thread.
+    further_in: Vec<rtrb::Consumer<PoseMsg>>,
     poses_out: rtrb::Producer<PoseRecord>,
     events: rtrb::Producer<EventRecord>,
     lat_full: rtrb::Producer<Box<LatencySet>>,
@@ -1058,8 +1086,8 @@ impl Actuation {
             if let Some(notice) = self.unsent_notice.take() {
                 self.unsent_notice = self.shared.notify(notice).err();
             }
-            match self.poses_in.pop() {
-                Ok(msg) => {
+            match self.next_pose() {
+                Some(msg) => {
                     let probe = PROBES.get();
                     probe.inspect(|p| (p.actuation)(true));
                     let processed = self.process(msg);
@@ -1069,13 +1097,13 @@ impl Actuation {
                         return;
                     }
                 }
-                Err(_)
-                    if self.shared.inference_done.load(Ordering::Acquire)
-                        && self.poses_in.is_empty() =>
+                None if self.shared.inference_done.load(Ordering::Acquire)
+                    && self.poses_in.is_empty()
+                    && self.further_in.iter().all(rtrb::Consumer::is_empty) =>
                 {
                     return;
                 }
-                Err(_) => {
+                None => {
                     let until_heartbeat = next_heartbeat_ns.saturating_sub(self.clock.now_ns());
                     // While a clock-sync reply is due, look often: the time it waits unread counts as
                     // round trip and loosens the mapping.
@@ -1090,6 +1118,14 @@ impl Actuation {
                 }
             }
         }
+    }
+
+    /// The next pose to handle: camera 0's first (the loop), else a further camera's.
+    fn next_pose(&mut self) -> Option<PoseMsg> {
+        self.poses_in
+            .pop()
+            .ok()
+            .or_else(|| self.further_in.iter_mut().find_map(|r| r.pop().ok()))
     }
 
     /// One frame: predict, decide, command. No allocation, no blocking. A further camera's pose is recorded

@@ -18,8 +18,11 @@ pub struct RealtimeConfig {
     pub actuation_priority: i32,
     /// FIFO priority of the capture thread.
     pub capture_priority: i32,
-    /// FIFO priority of the inference thread (the lowest: it runs for milliseconds at a time).
+    /// FIFO priority of the inference thread (below capture and actuation: it runs for milliseconds at a time).
     pub inference_priority: i32,
+    /// FIFO priority of the further cameras' inference threads (`[[camera]]`; the lowest, so the loop's own
+    /// inference preempts them when cores are short).
+    pub camera_inference_priority: i32,
 }
 
 impl Default for RealtimeConfig {
@@ -29,6 +32,7 @@ impl Default for RealtimeConfig {
             actuation_priority: 80,
             capture_priority: 70,
             inference_priority: 60,
+            camera_inference_priority: 50,
         }
     }
 }
@@ -40,6 +44,7 @@ impl RealtimeConfig {
             ("actuation_priority", self.actuation_priority),
             ("capture_priority", self.capture_priority),
             ("inference_priority", self.inference_priority),
+            ("camera_inference_priority", self.camera_inference_priority),
         ] {
             if !(1..=99).contains(&p) {
                 return Err(format!("realtime.{name} must be between 1 and 99, got {p}"));
