@@ -144,22 +144,24 @@ pub struct SessionInfo {
 fn camera_families(s: &LiveSnapshot, out: &mut String) {
     let cameras = &s.camera_frames[..s.cameras.min(s.camera_frames.len())];
     let ids: Vec<String> = (0..cameras.len()).map(|i| i.to_string()).collect();
-    let counters: [(&str, &str, fn(&FrameCounts) -> u64); 2] = [
+    let captured: Vec<u64> = cameras.iter().map(|f| f.captured).collect();
+    let estimated: Vec<u64> = cameras.iter().map(|f| f.processed).collect();
+    let counters = [
         (
             "reflex_camera_frames_captured_total",
             "Frames each camera delivered.",
-            |f| f.captured,
+            captured,
         ),
         (
             "reflex_camera_frames_estimated_total",
             "Frames of each camera whose pose was estimated (camera 0: through the whole loop).",
-            |f| f.processed,
+            estimated,
         ),
     ];
-    for (name, help, value) in counters {
+    for (name, help, values) in counters {
         family(out, name, "counter", help);
-        for (id, f) in ids.iter().zip(cameras) {
-            sample(out, name, &[("camera", id)], value(f) as f64);
+        for (id, value) in ids.iter().zip(values) {
+            sample(out, name, &[("camera", id)], value as f64);
         }
     }
     let name = "reflex_camera_frames_dropped_total";

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use reflex_daemon::camera::synthetic::{SyntheticCamera, SyntheticConfig};
 use reflex_daemon::clock::ManualClock;
-use reflex_daemon::config::{CameraConfig, Config};
+use reflex_daemon::config::Config;
 use reflex_daemon::pipeline::Report;
 use reflex_daemon::session::files;
 use reflex_plugins::pose::Pose;
@@ -240,7 +240,7 @@ fn both_cameras_are_stamped_on_one_clock() {
         );
         // Each camera's frames on its own rate's grid: exposure − id × period is one instant, however late
         // its thread ran.
-        let period = (1e9 / fps as f64).round() as u64;
+        let period = (1e9 / fps).round() as u64;
         let origin: Vec<u64> = exposed.iter().map(|(id, t)| t - id * period).collect();
         assert!(
             origin.iter().all(|&o| o == origin[0]),
