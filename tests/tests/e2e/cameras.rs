@@ -8,6 +8,7 @@ use reflex_daemon::camera::synthetic::{SyntheticCamera, SyntheticConfig};
 use reflex_daemon::clock::ManualClock;
 use reflex_daemon::config::Config;
 use reflex_daemon::pipeline::Report;
+use reflex_daemon::replay;
 use reflex_daemon::session::files;
 use reflex_plugins::pose::Pose;
 
@@ -256,5 +257,30 @@ fn both_cameras_are_stamped_on_one_clock() {
         apart < end_ns - s.start_ns,
         "the cameras' first exposures {apart} ns apart within a {} ns session",
         end_ns - s.start_ns
+    );
+}
+
+#[test]
+fn the_loop_replays_exactly_beside_a_second_camera() {
+    // Camera 1's poses pass the actuation thread too; the loop's decisions are still camera 0's alone, so
+    // `reflex replay` of the session (its poses.csv, its config.toml with the camera) reproduces them.
+    let (_, report) = session();
+    let file = report.dir.join(files::CONFIG);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let config = Config::parse(&text, &file.display().to_string()).unwrap();
+    let mut recording = replay::Recording::session(&report.dir).unwrap();
+    let replayed =
+        replay::replay(&mut recording, &config, &text, &file.display().to_string()).unwrap();
+    let (mut jsonl, mut line) = (Vec::new(), String::new());
+    for e in &replayed.events {
+        reflex_daemon::session::write_event(&mut jsonl, &mut line, e, &replayed.trigger_names)
+            .unwrap();
+    }
+    let live = std::fs::read_to_string(report.dir.join(files::EVENTS)).unwrap();
+    let cmp = replay::compare_with_live(&live, &String::from_utf8(jsonl).unwrap()).unwrap();
+    assert!(cmp.identical, "{:?}", cmp.first_difference);
+    assert!(
+        live.contains(r#""type":"trigger""#),
+        "the zone trigger changed in the live session"
     );
 }
