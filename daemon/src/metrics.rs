@@ -172,11 +172,7 @@ fn camera_families(s: &LiveSnapshot, out: &mut String) {
         "Frames of each camera dropped, by reason (as reflex_frames_dropped_total).",
     );
     for (id, f) in ids.iter().zip(cameras) {
-        for (reason, value) in [
-            ("source_skipped", f.source_skipped),
-            ("stale", f.stale),
-            ("actuation_full", f.actuation_full),
-        ] {
+        for (reason, value) in f.dropped_by_reason() {
             sample(
                 out,
                 name,
@@ -254,11 +250,7 @@ pub fn render(s: &LiveSnapshot, info: &SessionInfo, out: &mut String) {
         "counter",
         "Frames dropped, by reason: skipped by the source, replaced by a newer frame before inference took them (stale), refused by a full hand-off to actuation.",
     );
-    for (reason, value) in [
-        ("source_skipped", f.source_skipped),
-        ("stale", f.stale),
-        ("actuation_full", f.actuation_full),
-    ] {
+    for (reason, value) in f.dropped_by_reason() {
         sample(
             out,
             "reflex_frames_dropped_total",

@@ -526,61 +526,40 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
         });
         sources.push((extra.source, extra.label));
     }
-    let mut inferences = Vec::with_capacity(stages.len());
-    for stage in stages {
-        let name = match stage.camera {
-            0 => "reflex-inference".to_string(),
-            n => format!("reflex-inference-{n}"),
-        };
-        match spawn(&name, move || stage.run()) {
-            Ok(handle) => inferences.push(handle),
-            Err(e) => {
-                // Those not started count as done, so the others and actuation still end.
-                shared.fail(format!("{e:#}"));
-                for _ in inferences.len()..shared.cameras.len() {
-                    Inference::finished(&shared);
-                }
-                break;
-            }
-        }
-    }
-
-    let mut captures = Vec::with_capacity(sources.len());
-    let cameras_to_start = sources.len().min(inferences.len());
+    let inferences = spawn_per_camera(
+        "reflex-inference",
+        stages,
+        &shared,
+        Inference::run,
+        Inference::finished,
+    );
+    // A camera without an inference thread (it could not start) gets no capture thread either.
+    let mut capture_stages = Vec::with_capacity(sources.len());
     for (i, ((source, label), (slot, truth))) in sources.into_iter().zip(slots_in).enumerate() {
-        if i >= cameras_to_start {
-            // No inference thread for it: a capture thread would only fill its slot.
+        let Some(inference) = inferences.get(i) else {
             Capture::finished(&shared);
             continue;
-        }
-        let inference = inferences[i].thread().clone();
-        let stage = Capture {
+        };
+        capture_stages.push(Capture {
             camera: i as u8,
             label,
             source: Box::new(source),
             slot,
             truth,
             shared: Arc::clone(&shared),
-            inference,
+            inference: inference.thread().clone(),
             max_frames: opts.max_frames.filter(|_| i == 0),
-        };
-        let name = if i == 0 {
-            "reflex-capture".to_string()
-        } else {
-            format!("reflex-capture-{i}")
-        };
-        match spawn(&name, move || stage.run()) {
-            Ok(handle) => captures.push(handle),
-            Err(e) => {
-                // The threads started so far end with the session; their cameras are counted as done.
-                shared.fail(format!("{e:#}"));
-                for _ in captures.len()..shared.cameras.len() {
-                    Capture::finished(&shared);
-                }
-                inferences.iter().for_each(|t| t.thread().unpark());
-                break;
-            }
-        }
+        });
+    }
+    let captures = spawn_per_camera(
+        "reflex-capture",
+        capture_stages,
+        &shared,
+        Capture::run,
+        Capture::finished,
+    );
+    if captures.len() < inferences.len() {
+        inferences.iter().for_each(|t| t.thread().unpark());
     }
 
     if config.realtime.enabled {
@@ -814,6 +793,35 @@ fn spawn<T: Send + 'static>(
         .name(name.into())
         .spawn(f)
         .with_context(|| format!("starting thread {name}"))
+}
+
+/// Starts one thread per camera's stage (`name` for camera 0, `name-N` for camera N), each running `run`.
+/// When one cannot start, the session fails and `finished` counts it and every stage after it as ended, so
+/// the threads waiting for all of them still end.
+fn spawn_per_camera<S: Send + 'static>(
+    name: &str,
+    stages: Vec<S>,
+    shared: &Shared,
+    run: fn(S),
+    finished: fn(&Shared),
+) -> Vec<JoinHandle<()>> {
+    let n = stages.len();
+    let mut handles = Vec::with_capacity(n);
+    for (i, stage) in stages.into_iter().enumerate() {
+        let name = match i {
+            0 => name.to_string(),
+            i => format!("{name}-{i}"),
+        };
+        match spawn(&name, move || run(stage)) {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                shared.fail(format!("{e:#}"));
+                (i..n).for_each(|_| finished(shared));
+                break;
+            }
+        }
+    }
+    handles
 }
 
 /// Wait for work on a loop thread: parked, woken by the producer's `unpark`, or after `timeout`.

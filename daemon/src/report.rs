@@ -84,6 +84,26 @@ pub fn terminal_width() -> usize {
     }
 }
 
+/// A further camera in one line: label, source, size, rate, folder and frame counts.
+pub fn camera_line(camera: &crate::session::CameraSummary) -> String {
+    let f = &camera.frames;
+    format!(
+        "{} `{}` {}x{} at {} frames/s, in {}/: captured {}  estimated {}  dropped {} (source skipped {}, stale {}, actuation full {})",
+        crate::config::camera_label(usize::from(camera.camera), &camera.name),
+        camera.source,
+        camera.size[0],
+        camera.size[1],
+        camera.fps,
+        camera.dir,
+        f.captured,
+        f.processed,
+        f.dropped,
+        f.source_skipped,
+        f.stale,
+        f.actuation_full
+    )
+}
+
 /// One row of the latency table: `key`'s quantiles in `summary`, labelled `label`; nothing when it has none.
 fn quantile_row(out: &mut String, summary: &Summary, key: &str, label: &str) {
     let Some(q): Option<&Quantiles> = summary.latency_ns.get(key) else {
@@ -132,23 +152,7 @@ pub fn latency_table(summary: &Summary) -> String {
     }
     // Further cameras: their counts and their stages up to the pose.
     for camera in summary.cameras.iter().filter(|c| c.camera > 0) {
-        let f = &camera.frames;
-        let _ = writeln!(
-            out,
-            "{} `{}` {}x{} at {} frames/s, in {}/: captured {}  estimated {}  dropped {} (source skipped {}, stale {}, actuation full {})",
-            crate::config::camera_label(usize::from(camera.camera), &camera.name),
-            camera.source,
-            camera.size[0],
-            camera.size[1],
-            camera.fps,
-            camera.dir,
-            f.captured,
-            f.processed,
-            f.dropped,
-            f.source_skipped,
-            f.stale,
-            f.actuation_full
-        );
+        let _ = writeln!(out, "{}", camera_line(camera));
         for stage in CameraStage::ALL {
             let key = format!("camera{}.{}", camera.camera, stage.name());
             quantile_row(&mut out, summary, &key, &format!("  {}", stage.name()));

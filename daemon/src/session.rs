@@ -83,6 +83,17 @@ pub struct FrameCounts {
     pub actuation_full: u64,
 }
 
+impl FrameCounts {
+    /// The parts of `dropped`, by reason (the names in `/metrics` and the reports).
+    pub fn dropped_by_reason(&self) -> [(&'static str, u64); 3] {
+        [
+            ("source_skipped", self.source_skipped),
+            ("stale", self.stale),
+            ("actuation_full", self.actuation_full),
+        ]
+    }
+}
+
 /// `summary.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {

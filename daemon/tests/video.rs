@@ -125,46 +125,44 @@ fn write_corrupt_clip(dir: &Path) {
     std::fs::write(dir.join("corrupt.mp4"), &bytes).unwrap();
 }
 
-#[test]
-fn a_corrupt_frame_mid_file_stops_the_session_cleanly() {
-    let tmp = tempfile::tempdir().unwrap();
+/// Runs `reflex run ARGS --backend tract --out s` beside `corrupt.mp4`, which breaks at its frame 20, and
+/// checks the clean failure every camera owes: exit 1 without a panic, the frame named, `summary.json`
+/// incomplete with the error, outputs off at the end. Returns stderr, the session folder (kept in `tmp`)
+/// and its summary.
+fn run_into_corrupt_frame(
+    args: &[&str],
+    tmp: &tempfile::TempDir,
+) -> (String, PathBuf, serde_json::Value) {
     write_corrupt_clip(tmp.path());
-
-    let out = reflex(
-        &[
-            "run",
-            "--source",
-            "video:corrupt.mp4@max",
-            "--frames",
-            "100",
-            "--backend",
-            "tract",
-            "--out",
-            "s",
-        ],
-        tmp.path(),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let args: Vec<&str> = [&["run"], args, &["--backend", "tract", "--out", "s"]].concat();
+    let out = reflex(&args, tmp.path());
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "a clean failure: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(
-        stderr.contains("corrupt.mp4") && stderr.contains("frame 20 of 1500"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("frame 20 of 1500"), "{stderr}");
     let dir = tmp.path().join("s");
     let s = summary(&dir);
     assert_eq!(s["complete"], false);
     let error = s["error"].as_str().expect("summary.json has the error");
-    assert!(
-        error.contains("corrupt H.264 data") && error.contains("corrupt.mp4"),
-        "{error}"
+    assert!(error.contains("corrupt H.264 data"), "{error}");
+    check_events_and_all_off(&dir);
+    (stderr, dir, s)
+}
+
+#[test]
+fn a_corrupt_frame_mid_file_stops_the_session_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (stderr, dir, s) = run_into_corrupt_frame(
+        &["--source", "video:corrupt.mp4@max", "--frames", "100"],
+        &tmp,
     );
+    assert!(stderr.contains("corrupt.mp4"), "{stderr}");
+    assert!(s["error"].as_str().unwrap().contains("corrupt.mp4"), "{s}");
     let captured = s["frames"]["captured"].as_u64().unwrap();
     assert!(
         (17..=20).contains(&captured),
         "{captured} frames before the error"
     );
-    check_events_and_all_off(&dir);
     check_frames_csv(&dir, captured);
 }
 
@@ -173,37 +171,19 @@ fn a_further_camera_failing_mid_stream_stops_the_session_cleanly() {
     // Camera 0 runs on; camera 1, the corrupt clip, breaks at its frame 20: the whole session stops, its
     // outputs off and every camera's files whole, the error naming the camera.
     let tmp = tempfile::tempdir().unwrap();
-    write_corrupt_clip(tmp.path());
-    let out = reflex(
-        &[
-            "run",
-            "--source",
-            "synthetic",
-            "--source",
-            "video:corrupt.mp4@max",
-            "--duration",
-            "60s",
-            "--backend",
-            "tract",
-            "--out",
-            "s",
-        ],
-        tmp.path(),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "a clean failure: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let args = [
+        "--source",
+        "synthetic",
+        "--source",
+        "video:corrupt.mp4@max",
+        "--duration",
+        "60s",
+    ];
+    let (stderr, dir, s) = run_into_corrupt_frame(&args, &tmp);
+    assert!(stderr.contains("camera 1 `video(corrupt.mp4)`"), "{stderr}");
+    let error = s["error"].as_str().unwrap();
     assert!(
-        stderr.contains("camera 1 `video(corrupt.mp4)`") && stderr.contains("frame 20 of 1500"),
-        "{stderr}"
-    );
-    let dir = tmp.path().join("s");
-    let s = summary(&dir);
-    assert_eq!(s["complete"], false);
-    let error = s["error"].as_str().expect("summary.json has the error");
-    assert!(
-        error.starts_with("camera 1 `video(corrupt.mp4)`: ")
-            && error.contains("corrupt H.264 data"),
+        error.starts_with("camera 1 `video(corrupt.mp4)`: "),
         "{error}"
     );
     let side = &s["cameras"][1];
@@ -213,45 +193,8 @@ fn a_further_camera_failing_mid_stream_stops_the_session_cleanly() {
         (17..=20).contains(&captured),
         "{captured} frames of camera 1 before the error"
     );
-    check_events_and_all_off(&dir);
     check_frames_csv(&dir, s["frames"]["captured"].as_u64().unwrap());
     check_frames_csv(&dir.join("camera1"), captured);
-}
-
-#[test]
-fn a_further_cameras_missing_video_is_named_with_its_line() {
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(
-        tmp.path().join("rig.toml"),
-        "[session]\nstatus_interval_ms = 0\n\n[[camera]]\nname = \"side\"\nkind = \"video\"\n[camera.video]\npath = \"nowhere.mp4\"\n",
-    )
-    .unwrap();
-    let out = reflex(
-        &[
-            "run",
-            "--config",
-            "rig.toml",
-            "--frames",
-            "1",
-            "--backend",
-            "tract",
-            "--out",
-            "s",
-        ],
-        tmp.path(),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("rig.toml line 4: camera 1 (side): [camera.video]")
-            && stderr.contains("nowhere.mp4")
-            && stderr.contains("No such file"),
-        "{stderr}"
-    );
-    assert!(
-        !tmp.path().join("s").exists(),
-        "no session folder for a camera that never opened"
-    );
 }
 
 /// Byte offset of coded frame `i` (decode order) in an MP4 whose frames lie in one chunk, as clip.mp4's
@@ -268,29 +211,35 @@ fn sample_offset(mp4: &[u8], i: usize) -> usize {
 
 #[test]
 fn a_missing_video_is_named_before_anything_runs() {
+    // As camera 0 on the command line, and as a further camera in a rig file (named with its line).
     let tmp = tempfile::tempdir().unwrap();
-    let out = reflex(
-        &[
-            "run",
-            "--source",
-            "video:nowhere.mp4",
-            "--frames",
-            "1",
-            "--out",
-            "s",
-        ],
-        tmp.path(),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("nowhere.mp4") && stderr.contains("No such file"),
-        "{stderr}"
-    );
-    assert!(
-        !tmp.path().join("s").exists(),
-        "no session folder for a source that never opened"
-    );
+    std::fs::write(
+        tmp.path().join("rig.toml"),
+        "[session]\nstatus_interval_ms = 0\n\n[[camera]]\nname = \"side\"\nkind = \"video\"\n[camera.video]\npath = \"nowhere.mp4\"\n",
+    )
+    .unwrap();
+    for (args, names) in [
+        (&["--source", "video:nowhere.mp4"][..], "[source.video]"),
+        (
+            &["--config", "rig.toml"][..],
+            "rig.toml line 4: camera 1 (side): [camera.video]",
+        ),
+    ] {
+        let args: Vec<&str> = [&["run"], args, &["--frames", "1", "--out", "s"]].concat();
+        let out = reflex(&args, tmp.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(names)
+                && stderr.contains("nowhere.mp4")
+                && stderr.contains("No such file"),
+            "{stderr}"
+        );
+        assert!(
+            !tmp.path().join("s").exists(),
+            "no session folder for a source that never opened"
+        );
+    }
 }
 
 #[test]

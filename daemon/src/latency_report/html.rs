@@ -486,6 +486,24 @@ pub fn report(sessions: &[&SessionLatency], worst: usize) -> String {
             s.summary.events
         );
     }
+    for s in sessions {
+        for camera in s.summary.cameras.iter().filter(|c| c.camera > 0) {
+            let key = |stage: &str| format!("camera{}.{stage}", camera.camera);
+            let pose = s.summary.latency_ns.get(&key("exposure_to_pose"));
+            let _ = writeln!(
+                h,
+                "<p>{}{}</p>",
+                esc(&crate::report::camera_line(camera)),
+                pose.map(|q| format!(
+                    "; exposure → pose p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+                    q.p50 as f64 / 1e6,
+                    q.p99 as f64 / 1e6,
+                    q.max as f64 / 1e6
+                ))
+                .unwrap_or_default()
+            );
+        }
+    }
     h += &stage_table(sessions);
     let stages = stages_with_samples(sessions);
     let time = (Scale::Linear, "time since the session start (s)");

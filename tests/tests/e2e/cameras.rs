@@ -8,8 +8,8 @@ use reflex_daemon::camera::synthetic::{SyntheticCamera, SyntheticConfig};
 use reflex_daemon::clock::ManualClock;
 use reflex_daemon::config::Config;
 use reflex_daemon::pipeline::Report;
-use reflex_daemon::replay;
 use reflex_daemon::session::files;
+use reflex_daemon::{latency_report, replay};
 use reflex_plugins::pose::Pose;
 
 use crate::default_session::Csv;
@@ -282,5 +282,42 @@ fn the_loop_replays_exactly_beside_a_second_camera() {
     assert!(
         live.contains(r#""type":"trigger""#),
         "the zone trigger changed in the live session"
+    );
+}
+
+#[test]
+fn the_latency_reports_show_the_second_camera() {
+    let (_, report) = session();
+    let s = latency_report::SessionLatency::load(&report.dir).unwrap();
+    let side = report.summary.cameras[1].frames;
+    let line = format!(
+        "camera 1 (side) `synthetic(seed=2)` 640x480 at 60 frames/s, in camera1/: captured {}  estimated {}",
+        side.captured, side.processed
+    );
+    let text = latency_report::text(&s, 5);
+    assert!(text.contains(&line), "{text}");
+    let rows = text
+        .lines()
+        .skip_while(|l| !l.starts_with("camera 1 (side)"))
+        .skip(1)
+        .take(4)
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>();
+    let n = side.processed.to_string();
+    assert_eq!(
+        rows,
+        [
+            "capture",
+            "queue_inference",
+            "inference",
+            "exposure_to_pose"
+        ]
+        .map(|st| format!("{st} {n}")),
+        "{text}"
+    );
+    let html = latency_report::html::report(&[&s], 5);
+    assert!(
+        html.contains(&format!("<p>{line}")),
+        "the HTML report names camera 1"
     );
 }
