@@ -1238,27 +1238,15 @@ impl Actuation {
     fn record_further_camera(&mut self, msg: PoseMsg) {
         let s = msg.stamps;
         let camera = usize::from(msg.camera);
-        let lat = &mut self.latency;
-        lat.record_camera(
-            camera,
-            CameraStage::Capture,
-            s.capture_ns.saturating_sub(s.exposure_ns),
-        );
-        lat.record_camera(
-            camera,
-            CameraStage::QueueInference,
-            s.infer_start_ns.saturating_sub(s.capture_ns),
-        );
-        lat.record_camera(
-            camera,
-            CameraStage::Inference,
-            s.infer_end_ns.saturating_sub(s.infer_start_ns),
-        );
-        lat.record_camera(
-            camera,
-            CameraStage::ExposureToPose,
-            s.infer_end_ns.saturating_sub(s.exposure_ns),
-        );
+        for (stage, from, to) in [
+            (CameraStage::Capture, s.exposure_ns, s.capture_ns),
+            (CameraStage::QueueInference, s.capture_ns, s.infer_start_ns),
+            (CameraStage::Inference, s.infer_start_ns, s.infer_end_ns),
+            (CameraStage::ExposureToPose, s.exposure_ns, s.infer_end_ns),
+        ] {
+            self.latency
+                .record_camera(camera, stage, to.saturating_sub(from));
+        }
         let rec = PoseRecord {
             camera: msg.camera,
             frame: msg.frame,
