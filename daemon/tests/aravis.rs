@@ -508,6 +508,74 @@ fn a_session_runs_on_the_camera_and_names_it() {
     assert!(Path::new(&dir).join("latency.hlog").exists());
 }
 
+/// (frame, exposure_ns, capture_ns) of each row of a `frames.csv`.
+fn frame_stamps(path: &Path) -> Vec<(u64, u64, u64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<u64> = l.split(',').take(3).map(|v| v.parse().unwrap()).collect();
+            (f[0], f[1], f[2])
+        })
+        .collect()
+}
+
+#[test]
+fn a_genicam_camera_beside_the_synthetic_one_shares_its_clock() {
+    let Some((_camera, _lock)) = fake_camera("RFXTWO") else {
+        return;
+    };
+    // Camera 0 synthetic (drives the loop), camera 1 the GenICam camera with its own clock, mapped onto the
+    // host's: both cameras' exposures interleave on the one session clock.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("rig.toml"),
+        "[session]\nstatus_interval_ms = 0\n\n[[camera]]\nname = \"top\"\nkind = \"aravis\"\n[camera.aravis]\ncamera = \"127.0.0.1\"\nwidth = 640\nheight = 480\nfps = 100.0\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_reflex"))
+        .args(["run", "--config", "rig.toml", "--frames", "120"])
+        .args(["--backend", "tract", "--out", "s", "-q"])
+        .current_dir(tmp.path())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run reflex");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let dir = tmp.path().join("s");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["complete"], true, "{summary}");
+    let top = &summary["cameras"][1];
+    assert_eq!(top["source"], "aravis(127.0.0.1)", "{summary}");
+    assert_eq!(top["name"], "top");
+    let start = summary["start_ns"].as_u64().unwrap();
+    let end = start + (summary["duration_s"].as_f64().unwrap() * 1e9) as u64;
+
+    let cam0 = frame_stamps(&dir.join("frames.csv"));
+    let cam1 = frame_stamps(&dir.join("camera1/frames.csv"));
+    assert!(!cam0.is_empty() && !cam1.is_empty());
+    assert_eq!(
+        cam1.len() as u64,
+        top["frames"]["processed"].as_u64().unwrap()
+    );
+    for &(id, exposure, capture) in &cam1 {
+        assert!(
+            (start..=end).contains(&exposure) && exposure <= capture,
+            "camera 1 frame {id}: exposure {exposure} (camera time mapped) within the session {start}..={end}, before its capture {capture}"
+        );
+    }
+    assert!(cam1.windows(2).all(|w| w[1].0 > w[0].0 && w[1].1 > w[0].1));
+    // The two cameras ran at the same time: their exposure spans overlap on the one clock.
+    let span = |c: &[(u64, u64, u64)]| (c[0].1, c[c.len() - 1].1);
+    let ((a0, a1), (b0, b1)) = (span(&cam0), span(&cam1));
+    assert!(
+        a0.max(b0) < a1.min(b1),
+        "camera 0 exposed {a0}..{a1}, camera 1 {b0}..{b1}"
+    );
+}
+
 #[test]
 fn a_camera_lost_mid_session_ends_it_cleanly_with_outputs_off() {
     let Some((mut camera, _lock)) = fake_camera("RFXLOST") else {
