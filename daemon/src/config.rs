@@ -594,9 +594,15 @@ pub fn camera_label(id: usize, name: &str) -> String {
     }
 }
 
-/// A message about a `[source.…]` table, reworded for the same table of a `[[camera]]`.
+/// A message about a `[source.…]` table or a `source.…` key, reworded for the same of a `[[camera]]`.
 pub fn for_camera(message: &str) -> String {
-    message.replace("[source.", "[camera.")
+    let message = message
+        .replace("[source.", "[camera.")
+        .replace(" source.", " camera.");
+    match message.strip_prefix("source.") {
+        Some(rest) => format!("camera.{rest}"),
+        None => message,
+    }
 }
 
 /// 1-based line number of byte offset `at` in `text`.
@@ -611,6 +617,21 @@ pub fn line_of(text: &str, at: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_messages_are_reworded_for_a_camera() {
+        assert_eq!(
+            for_camera("source.synthetic.led: channel 9 does not exist"),
+            "camera.synthetic.led: channel 9 does not exist"
+        );
+        assert_eq!(
+            for_camera(
+                "aravis camera `x`: [source.aravis] pixel_format: raise source.aravis.buffers"
+            ),
+            "aravis camera `x`: [camera.aravis] pixel_format: raise camera.aravis.buffers"
+        );
+        assert_eq!(for_camera("video `source.mp4`"), "video `source.mp4`");
+    }
 
     #[test]
     fn further_cameras_are_read_in_order_with_their_lines() {

@@ -291,12 +291,22 @@ pub fn run(mut opts: RunOptions) -> anyhow::Result<Report> {
     })?;
     let keypoints: Vec<String> = model.keypoints().to_vec();
     let names: Vec<&str> = keypoints.iter().map(String::as_str).collect();
-    let extras = open_further_cameras(&mut opts, &clock)?;
+    let mut extras = open_further_cameras(&mut opts, &clock)?;
 
     // Predict → trigger → actions: the step `reflex replay` runs on recorded poses too.
     let decide = DecisionStep::from_config(&config, &opts.config_text, &opts.config_file, &names)?;
     let trigger_names = decide.trigger_names();
     let (output, device_probe) = crate::outputs::open_with_probe(&config.output, &clock)?;
+    // One LED, seen by every synthetic camera that has one configured.
+    for extra in &mut extras {
+        extra
+            .source
+            .attach_device(device_probe.clone(), output.info().channels)
+            .map_err(|e| anyhow!("{}", crate::config::for_camera(&e.to_string())))
+            .with_context(|| {
+                format!("{}: {}: [camera.synthetic]", opts.config_file, extra.label)
+            })?;
+    }
     source
         .attach_device(device_probe, output.info().channels)
         .with_context(|| format!("{}: [source.synthetic]", opts.config_file))?;

@@ -379,3 +379,23 @@ fn lightloop_refuses_an_roi_without_the_led_and_a_rig_without_one() {
     ));
     assert!(err.contains("channel") && err.contains("0..3"), "{err}");
 }
+
+#[test]
+fn a_further_cameras_led_is_wired_to_the_output_and_checked_against_it() {
+    // The simulated device has channels 0..3: an LED on channel 9 in camera 1's view cannot be lit.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("rig.toml"),
+        "[[camera]]\nname = \"side\"\nkind = \"synthetic\"\n[camera.synthetic]\nled = { channel = 9, x = 10, y = 10, size = 8 }\n",
+    )
+    .unwrap();
+    let err = failure(&reflex(
+        &["run", "--config", "rig.toml", "--frames", "1", "--out", "s"],
+        tmp.path(),
+    ));
+    assert!(
+        err.contains("camera 1 (side): [camera.synthetic]")
+            && err.contains("camera.synthetic.led: channel 9 does not exist"),
+        "{err}"
+    );
+}
