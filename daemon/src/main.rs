@@ -90,7 +90,7 @@ struct RunArgs {
     /// Stop after this long: `10s`, `500ms`, `2m`, or seconds. Default 10s unless --frames is given.
     #[arg(long, value_parser = parse_duration_ns)]
     duration: Option<u64>,
-    /// Stop after the camera delivered this many frames.
+    /// Stop after the camera (camera 0, with several) delivered this many frames.
     #[arg(long)]
     frames: Option<u64>,
     /// Session folder (default: <session.dir>/<UTC timestamp>/).

@@ -215,7 +215,7 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     /// Stop after this long on the session clock (ns).
     pub duration_ns: Option<u64>,
-    /// Stop after the source delivered this many frames.
+    /// Stop after the source (camera 0, with several) delivered this many frames.
     pub max_frames: Option<u64>,
     /// The session clock (real time, or accelerated in tests).
     pub clock: SharedClock,
