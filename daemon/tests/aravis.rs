@@ -18,6 +18,8 @@ use counting_alloc::allocations;
 
 #[path = "support/fake_gv.rs"]
 mod fake_gv;
+#[path = "support/run.rs"]
+mod run;
 
 use std::path::Path;
 use std::process::Command;
@@ -27,6 +29,7 @@ use fake_gv::FakeCamera;
 use reflex_daemon::camera::aravis::{AravisConfig, AravisSource};
 use reflex_daemon::camera::{CameraError, Frame, FrameSource, PixelFormat};
 use reflex_daemon::clock::{Clock, MonotonicClock};
+use run::{frame_stamps, reflex, summary};
 
 /// One fake camera at a time: they would share 127.0.0.1's GVCP port.
 static ONE_CAMERA: Mutex<()> = Mutex::new(());
@@ -476,29 +479,17 @@ fn a_session_runs_on_the_camera_and_names_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     let dir = tmp.path().join("s");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let summary = summary(&dir);
     assert_eq!(summary["source"], "aravis(127.0.0.1)");
     assert_eq!(summary["complete"], true, "{summary}");
     assert_eq!(summary["frames"]["captured"], 20);
-    let frames = std::fs::read_to_string(dir.join("frames.csv")).unwrap();
-    let stamps: Vec<(u64, u64)> = frames
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let mut f = l.split(',');
-            (
-                f.next().unwrap().parse().unwrap(),
-                f.next().unwrap().parse().unwrap(),
-            )
-        })
-        .collect();
+    let stamps = frame_stamps(&dir.join("frames.csv"));
     assert!(!stamps.is_empty());
     assert!(
         stamps
             .windows(2)
             .all(|w| w[1].0 > w[0].0 && w[1].1 > w[0].1),
-        "{frames}"
+        "{stamps:?}"
     );
     let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
     assert!(
@@ -506,19 +497,6 @@ fn a_session_runs_on_the_camera_and_names_it() {
         "{config}"
     );
     assert!(Path::new(&dir).join("latency.hlog").exists());
-}
-
-/// (frame, exposure_ns, capture_ns) of each row of a `frames.csv`.
-fn frame_stamps(path: &Path) -> Vec<(u64, u64, u64)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<u64> = l.split(',').take(3).map(|v| v.parse().unwrap()).collect();
-            (f[0], f[1], f[2])
-        })
-        .collect()
 }
 
 #[test]
@@ -534,18 +512,25 @@ fn a_genicam_camera_beside_the_synthetic_one_shares_its_clock() {
         "[session]\nstatus_interval_ms = 0\n\n[[camera]]\nname = \"top\"\nkind = \"aravis\"\n[camera.aravis]\ncamera = \"127.0.0.1\"\nwidth = 640\nheight = 480\nfps = 100.0\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_reflex"))
-        .args(["run", "--config", "rig.toml", "--frames", "120"])
-        .args(["--backend", "tract", "--out", "s", "-q"])
-        .current_dir(tmp.path())
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run reflex");
+    let out = reflex(
+        &[
+            "run",
+            "--config",
+            "rig.toml",
+            "--frames",
+            "120",
+            "--backend",
+            "tract",
+            "--out",
+            "s",
+            "-q",
+        ],
+        tmp.path(),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let dir = tmp.path().join("s");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let summary = summary(&dir);
     assert_eq!(summary["complete"], true, "{summary}");
     let top = &summary["cameras"][1];
     assert_eq!(top["source"], "aravis(127.0.0.1)", "{summary}");
@@ -616,8 +601,7 @@ fn a_camera_lost_mid_session_ends_it_cleanly_with_outputs_off() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("aravis camera `127.0.0.1`"), "{stderr}");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let summary = summary(&dir);
     assert_eq!(summary["complete"], false, "{summary}");
     assert!(
         summary["error"]

@@ -1,16 +1,10 @@
 //! The `reflex` binary on bad input: a clear error naming the file, key or line, a non-zero exit, no panic.
 
-use std::path::Path;
-use std::process::{Command, Output};
+#[path = "support/run.rs"]
+mod run;
+use run::reflex;
 
-fn reflex(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_reflex"))
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run reflex")
-}
+use std::process::Output;
 
 /// Fails unless the run failed cleanly: exit code 1 (not a panic's 101), message on stderr, and returns it.
 fn failure(out: &Output) -> String {

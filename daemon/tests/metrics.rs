@@ -2,11 +2,15 @@
 //! the status callback while the loop runs, and its body is parsed by Prometheus's own Python client
 //! (`tools/peers/prom_parse.py`, which installs `prometheus-client` into tools/peers/.venv on first use).
 
+#[path = "support/run.rs"]
+mod run;
+use run::reflex;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -294,15 +298,6 @@ fn metrics_endpoint_serves_prometheus_text_during_a_session() {
     }
     let e2e = status.latency.get(Stage::EndToEnd);
     assert!(e2e.total_count > 0 && e2e.window.p99 >= e2e.window.p50);
-}
-
-fn reflex(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_reflex"))
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run reflex")
 }
 
 #[test]

@@ -2,17 +2,12 @@
 //! error naming the file and line with exit code 1, and a pose CSV (ours, and real SLEAP tracking of two flies
 //! from the shared data) replays into events.jsonl + summary.json.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "support/run.rs"]
+mod run;
+use run::reflex;
 
-fn reflex(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_reflex"))
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run reflex")
-}
+use std::path::PathBuf;
+use std::process::Output;
 
 fn repo() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))

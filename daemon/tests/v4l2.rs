@@ -2,13 +2,15 @@
 //! cleanly before anything is written, and the streaming path (on the scripted `FakeDriver`) must allocate
 //! nothing per frame, counted by this binary's allocator, per thread.
 
+#[path = "support/run.rs"]
+mod run;
+use run::reflex;
+
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
 
 use counting_alloc::allocations;
 
-use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 
 use reflex_daemon::camera::v4l2::{FormatOffer, FourCc, Fraction, FrameIntervals, FrameSizes};
@@ -18,15 +20,6 @@ use reflex_daemon::camera::v4l2_stream::{
 };
 use reflex_daemon::camera::{Frame, FrameSource};
 use reflex_daemon::clock::ManualClock;
-
-fn reflex(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_reflex"))
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run reflex")
-}
 
 #[test]
 fn a_missing_camera_is_named_before_anything_runs() {

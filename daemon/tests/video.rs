@@ -2,13 +2,16 @@
 //! copy that must stop the session cleanly, and what the capture path allocates per frame (counted by this
 //! binary's allocator, per thread, so tests running beside it do not disturb the count).
 
+#[path = "support/run.rs"]
+mod run;
+use run::{frame_stamps, reflex, summary};
+
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
 
 use counting_alloc::allocations;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::Arc;
 
 use reflex_daemon::camera::convert::{self, MjpegDecoder, Plane, YuvRange};
@@ -19,20 +22,6 @@ use reflex_daemon::clock::ManualClock;
 /// The real recorded video in the shared data folder (used from there, never copied into the repository).
 fn clip() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/clip.mp4")
-}
-
-fn reflex(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_reflex"))
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run reflex")
-}
-
-fn summary(dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json");
-    serde_json::from_str(&text).expect("summary.json is valid JSON")
 }
 
 /// Every line of events.jsonl parses, and the outputs were turned off at the end.
@@ -92,20 +81,9 @@ fn replaying_the_clip_runs_a_session_at_the_files_rate() {
     check_events_and_all_off(&dir);
     check_frames_csv(&dir, 10);
     // Exposure stamps 40 ms apart, the file's own timestamps on the host clock.
-    let frames = std::fs::read_to_string(dir.join("frames.csv")).unwrap();
-    let exposure: Vec<(u64, u64)> = frames
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let mut f = l.split(',');
-            (
-                f.next().unwrap().parse().unwrap(),
-                f.next().unwrap().parse().unwrap(),
-            )
-        })
-        .collect();
+    let exposure = frame_stamps(&dir.join("frames.csv"));
     for w in exposure.windows(2) {
-        let ((a, ta), (b, tb)) = (w[0], w[1]);
+        let ((a, ta, _), (b, tb, _)) = (w[0], w[1]);
         assert_eq!(tb - ta, (b - a) * 40_000_000, "frames {a} and {b}");
     }
     // The session's config.toml names the video, so it runs again as it is.
