@@ -5,8 +5,13 @@
 //! over 9 repeats of 20 000 frames, in ns per frame.
 #![allow(clippy::disallowed_methods)] // reason: a benchmark times itself; there is no loop clock here
 
+#[path = "support/moving_poses.rs"]
+mod moving_poses;
+
 use std::hint::black_box;
 use std::time::Instant;
+
+use moving_poses::uniform;
 
 use reflex_plugins::{
     KalmanConfig, KalmanPredictor, Keypoint, LastMeasurement, Pose, Predictor, RobustConfig,
@@ -20,13 +25,7 @@ const FRAME_NS: u64 = 40_000_000; // 25 fps
 const HORIZON_NS: u64 = 20_000_000;
 
 fn inputs() -> Vec<Pose> {
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut next = uniform();
     (0..FRAMES * ANIMALS)
         .map(|i| {
             let (k, a) = ((i / ANIMALS) as f64, (i % ANIMALS) as f64);

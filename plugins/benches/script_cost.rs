@@ -12,12 +12,17 @@
 //! medians of 5 interleaved runs; then the arena in use at the end.
 #![allow(clippy::disallowed_methods)] // reason: a benchmark times itself; there is no loop clock here
 
+#[path = "support/moving_poses.rs"]
+mod moving_poses;
+
 use std::hint::black_box;
 use std::time::Instant;
 
+use moving_poses::moving_poses;
+
 use hdrhistogram::Histogram;
 use reflex_plugins::script::{DEFAULT_GC, GcMode, Script, ScriptConfig};
-use reflex_plugins::{ActionBuf, Keypoint, Pose, TriggerInput};
+use reflex_plugins::{ActionBuf, Pose, TriggerInput};
 
 const NAMES: [&str; 8] = [
     "nose", "ear_l", "ear_r", "neck", "paw_l", "paw_r", "body", "tail",
@@ -148,31 +153,7 @@ fn case_config(source: &str, memory_mb: u32) -> (ScriptConfig, &'static [&'stati
 }
 
 fn poses() -> Vec<Pose> {
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng >> 11) as f64 / (1u64 << 53) as f64
-    };
-    (0..FRAMES + WARM_UP)
-        .map(|k| {
-            let mut pose = Pose::new(NAMES.len());
-            for (j, p) in pose.points_mut().iter_mut().enumerate() {
-                let phase = k as f64 * 0.02 + j as f64 * 0.15;
-                *p = if next() < 0.03 {
-                    Keypoint::MISSING
-                } else {
-                    Keypoint::new(
-                        (320.0 + 150.0 * phase.cos() + 4.0 * next()) as f32,
-                        (300.0 + 150.0 * phase.sin() + 4.0 * next()) as f32,
-                        (0.5 + 0.5 * next()) as f32,
-                    )
-                };
-            }
-            pose
-        })
-        .collect()
+    moving_poses(FRAMES + WARM_UP, NAMES.len(), 0.5)
 }
 
 /// This thread's CPU time in ns (`CLOCK_THREAD_CPUTIME_ID`): unlike the wall clock, it does not count

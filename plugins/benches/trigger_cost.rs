@@ -7,10 +7,15 @@
 //! 9 repeats of 20 000 frames, in ns per evaluate.
 #![allow(clippy::disallowed_methods)] // reason: a benchmark times itself; there is no loop clock here
 
+#[path = "support/moving_poses.rs"]
+mod moving_poses;
+
 use std::hint::black_box;
 use std::time::Instant;
 
-use reflex_plugins::{ActionBuf, Keypoint, Pose, Trigger, TriggerConfig, TriggerInput, TriggerSet};
+use moving_poses::moving_poses;
+
+use reflex_plugins::{ActionBuf, Pose, Trigger, TriggerConfig, TriggerInput, TriggerSet};
 
 const NAMES: [&str; 8] = [
     "nose", "ear_l", "ear_r", "neck", "paw_l", "paw_r", "body", "tail",
@@ -158,31 +163,7 @@ channel = 0"#,
 ];
 
 fn inputs() -> Vec<Pose> {
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng >> 11) as f64 / (1u64 << 53) as f64
-    };
-    (0..FRAMES)
-        .map(|k| {
-            let mut pose = Pose::new(NAMES.len());
-            for (j, p) in pose.points_mut().iter_mut().enumerate() {
-                let phase = k as f64 * 0.02 + j as f64 * 0.15;
-                *p = if next() < 0.03 {
-                    Keypoint::MISSING
-                } else {
-                    Keypoint::new(
-                        (320.0 + 150.0 * phase.cos() + 4.0 * next()) as f32,
-                        (300.0 + 150.0 * phase.sin() + 4.0 * next()) as f32,
-                        next() as f32,
-                    )
-                };
-            }
-            pose
-        })
-        .collect()
+    moving_poses(FRAMES, NAMES.len(), 0.0)
 }
 
 fn compile(text: &str) -> TriggerSet {
