@@ -1,6 +1,6 @@
 //! Helpers shared by the end-to-end test binaries in `tests/` (`e2e`, `firmware_loop`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -39,4 +39,14 @@ pub fn run_session_until(
         notice: Box::new(|line| eprintln!("{line}")),
         status: None,
     })
+}
+
+/// Runs `config` live into `out` at twice real time until `frames` frames, or until `interrupt` is set.
+pub fn run_live(
+    config: Config,
+    out: &Path,
+    frames: Option<u64>,
+    interrupt: Arc<AtomicBool>,
+) -> anyhow::Result<Report> {
+    run_session_until(Some(out.to_path_buf()), frames, config, 2.0, interrupt)
 }

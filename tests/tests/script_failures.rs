@@ -13,16 +13,7 @@ use reflex_daemon::clock::{Clock, MonotonicClock};
 use reflex_daemon::config::Config;
 use reflex_daemon::pipeline::Report;
 use reflex_daemon::session::files;
-
-/// Run `config` live into `out` (at twice real time) until `frames` frames, or until `interrupt` is set.
-fn run_live(
-    config: Config,
-    out: &Path,
-    frames: Option<u64>,
-    interrupt: Arc<AtomicBool>,
-) -> anyhow::Result<Report> {
-    reflex_tests::run_session_until(Some(out.to_path_buf()), frames, config, 2.0, interrupt)
-}
+use reflex_tests::run_live;
 
 /// Write `text` as the script `name` in `dir`; returns its path.
 fn script_file(dir: &Path, name: &str, text: &str) -> PathBuf {

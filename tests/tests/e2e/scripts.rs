@@ -4,14 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use reflex_daemon::config::Config;
-use reflex_daemon::pipeline::Report;
 use reflex_daemon::record::EventRecord;
 use reflex_daemon::replay::{self, Recording, Replayed};
 use reflex_daemon::session::files;
 use reflex_firmware_bridge::OutputCommand;
+use reflex_tests::run_live;
 
 /// The example's config file (its script is found beside it).
 fn example(name: &str) -> PathBuf {
@@ -144,16 +143,6 @@ fn catch_trials_hold_exactly_their_share_of_every_block_and_follow_the_seed() {
         r.summary.speed.step_p50_us,
         r.summary.speed.step_p99_us
     );
-}
-
-/// Run `config` live into `out` (at twice real time) until `frames` frames, or until `interrupt` is set.
-fn run_live(
-    config: Config,
-    out: &Path,
-    frames: Option<u64>,
-    interrupt: Arc<AtomicBool>,
-) -> anyhow::Result<Report> {
-    reflex_tests::run_session_until(Some(out.to_path_buf()), frames, config, 2.0, interrupt)
 }
 
 #[test]
