@@ -135,6 +135,7 @@ end
 "#,
     )
     .unwrap();
+    install_probes();
     let mut config = reflex_daemon::config::Config::embedded();
     config.script = Some(reflex_plugins::script::ScriptConfig {
         path: script.display().to_string(),
